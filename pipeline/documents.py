@@ -1,0 +1,87 @@
+"""The typed values that flow between stages: Document, Chunk, Span.
+
+Documents and chunks are frozen dataclasses. Conversion to llama-index nodes
+happens in one place (`pipeline.ingest.chunker.chunk_to_node` / `node_to_chunk`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading that starts at `start` (char offset into Document.text)."""
+
+    start: int
+    path: tuple[str, ...]  # heading path, outermost first: ("LLM", "推論パラメータ")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source file, decoded.
+
+    `text` is what the reader extracted. For text formats (Markdown, org, plain
+    text) it is the decoded file verbatim (BOM dropped, newlines kept), so char
+    offsets and line numbers point into the file itself. For HTML and PDF it is
+    the extracted visible text, and offsets point into that text.
+    """
+
+    path: str  # as given/resolved by the scanner (absolute, posix)
+    text: str
+    title: str
+    format: str  # "markdown" | "org" | "text" | "html" | "pdf"
+    encoding: str  # e.g. "utf-8", "utf-8-sig", "cp932", "euc_jp"
+    mtime: float
+    content_hash: str  # sha256 hex of the raw file bytes
+    body_start: int = 0  # chunks start here (front matter / org header excluded)
+    sections: tuple[Section, ...] = ()
+    metadata: dict = field(default_factory=dict, hash=False, compare=False)
+
+    def line_of(self, offset: int) -> int:
+        """1-based line number of char offset `offset` in `text`."""
+        return self.text.count("\n", 0, offset) + 1
+
+    def heading_path_at(self, offset: int) -> tuple[str, ...]:
+        starts = [s.start for s in self.sections]
+        i = bisect.bisect_right(starts, offset) - 1
+        return self.sections[i].path if i >= 0 else ()
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a piece of text sits in its source document."""
+
+    path: str
+    start: int  # char offset into Document.text
+    end: int
+    lines: tuple[int, int]  # 1-based, inclusive
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A verbatim slice `Document.text[start:end]` sized for the embedder."""
+
+    id: str
+    path: str
+    text: str
+    start: int
+    end: int
+    line_start: int
+    line_end: int
+    title: str = ""
+    heading_path: tuple[str, ...] = ()
+    token_count: int = 0
+    doc_hash: str = ""
+
+    @property
+    def span(self) -> Span:
+        return Span(self.path, self.start, self.end, (self.line_start, self.line_end))
+
+    @property
+    def location(self) -> str:
+        """`path:line` (or `path:a-b`) for display."""
+        if self.line_end != self.line_start:
+            return f"{self.path}:{self.line_start}-{self.line_end}"
+        return f"{self.path}:{self.line_start}"

@@ -1,0 +1,1 @@
+"""Indexing: embeddings, vector store, BM25."""

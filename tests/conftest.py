@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "corpora" / "demo"
+EVALDATA = REPO.parent / "shared" / "evaldata"
+
+
+def hash_settings(index_dir: Path, **kw):
+    """Settings with the model-free hashing embedder: fast plumbing tests."""
+    from pipeline.settings import Settings
+
+    return Settings(index_dir=str(index_dir), embed_model="hash:256", chunk_tokens=120, **kw)
+
+
+@pytest.fixture
+def fresh_index(tmp_path):
+    """An empty index directory and settings pointing at it."""
+    index_dir = tmp_path / "index"
+    return hash_settings(index_dir)
+
+
+@pytest.fixture
+def notes(tmp_path):
+    """A small folder of Japanese notes the test may edit."""
+    d = tmp_path / "notes"
+    d.mkdir()
+    (d / "ollama.md").write_text(
+        "# Ollama\n\nOllamaの既定のポートは11434です。\nモデルは ollama pull で取得する。\n", "utf-8"
+    )
+    (d / "rag.org").write_text(
+        "#+TITLE: RAGメモ\n* 検索拡張生成\n<2025-03-11 Tue 08:28>\n"
+        "RAGは検索した文書を根拠にして回答する手法です。\n", "utf-8"
+    )
+    (d / "sjis.txt").write_bytes("量子化メモ\n7Bモデルは4bit量子化で約4GBのメモリで動く。\n".encode("cp932"))
+    return d
