@@ -23,6 +23,9 @@ app = typer.Typer(
     help="日本語ノートのための RAG: 取り込み (ingest)、検索 (search)、質問 (ask)。",
 )
 
+eval_app = typer.Typer(no_args_is_help=True, help="評価: retrieval / answers / citations。")
+app.add_typer(eval_app, name="eval")
+
 IndexOpt = typer.Option(None, "--index", help="インデックスのフォルダ (既定: indexes/default)。")
 JsonOpt = typer.Option(False, "--json", help="結果を JSON 1 個で出力する。")
 

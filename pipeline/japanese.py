@@ -22,6 +22,7 @@ process-wide cache (one tagger per process).
 
 from __future__ import annotations
 
+import bisect
 import csv
 import functools
 import re
@@ -412,9 +413,17 @@ def _clean_lemma(lemma: str | None, surface: str) -> str:
     return lemma
 
 
+# MeCab skips only " \t\n\v"; other whitespace (\r, \u3000, NBSP...) would become
+# tokens or glue onto neighbouring symbols, and a NUL would end its C string.
+# They are read as a space (same length, so offsets hold): no token then holds
+# whitespace, and every str.isspace() character is skipped like a space.
+_MECAB_BLANKS = re.compile(
+    "[\x00\x0c\r\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+
+
 def _mecab_safe(text: str) -> str:
-    # MeCab reads a C string: a NUL would end the input early. Same length.
-    return text.replace("\x00", " ") if "\x00" in text else text
+    return _MECAB_BLANKS.sub(" ", text)
 
 
 class Analyzer:
@@ -491,6 +500,31 @@ class Analyzer:
     def count_tokens(self, text: str) -> int:
         """Number of MeCab tokens in `text`."""
         return len(self._tagger(_mecab_safe(text)))
+
+    def sentences(self, text: str) -> list[tuple[int, int]]:
+        """`split_sentences`, with no cut inside a morpheme.
+
+        On real text the two agree. When MeCab glues a sentence end to what
+        follows (symbol runs such as ``。-`` at the very start), the sentences on
+        both sides of that cut are merged.
+        """
+        spans = split_sentences(text)
+        if len(spans) < 2:
+            return spans
+        morphemes = self.morphemes(text)
+        starts = [m.start for m in morphemes]
+
+        def inside(pos: int) -> bool:
+            k = bisect.bisect_right(starts, pos) - 1
+            return k >= 0 and morphemes[k].start < pos < morphemes[k].end
+
+        merged = [spans[0]]
+        for s, e in spans[1:]:
+            if inside(merged[-1][1]) or inside(s):
+                merged[-1] = (merged[-1][0], e)
+            else:
+                merged.append((s, e))
+        return merged
 
     def morpheme_boundaries(self, text: str) -> list[int]:
         """Char offsets where a morpheme starts: safe places to cut `text`."""

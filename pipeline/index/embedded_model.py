@@ -541,8 +541,16 @@ def build_embedded_e5(target_dir: Path, *, force: bool = False) -> Path:
     with FileLock(str(target) + ".lock"):
         if not force and _marker_ok(_read_marker(target), version, sha):
             return target  # another process finished it while we waited
+        # Under the lock, leftovers of earlier builds belong to dead processes.
+        for stale in target.parent.glob(f".{target.name}.building-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in target.parent.glob(f".{target.name}.old-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         t0 = time.perf_counter()
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
         old: Path | None = None
         try:
             _write_model(tmp, src, sha, version)

@@ -106,10 +106,27 @@ def record_to_chunk(rec: dict) -> Chunk:
     return Chunk(**{**rec, "heading_path": tuple(rec.get("heading_path", ()))})
 
 
-def read_chunk_file(index_dir: Path, rel: str) -> tuple[list[Chunk], list[list[str]]]:
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document's indexed text, kept so long-context mode packs exactly what was indexed."""
+
+    path: str
+    title: str
+    text: str  # Document.text[body_start:]
+    body_start: int
+    first_line: int  # line number of body_start
+    hash: str
+
+
+def read_chunk_file(index_dir: Path, rel: str) -> tuple[list[Chunk], list[list[str]], dict]:
     raw = json.loads((index_dir / rel).read_text(encoding="utf-8"))
-    return [record_to_chunk(r) for r in raw["chunks"]], raw["tokens"]
+    return [record_to_chunk(r) for r in raw["chunks"]], raw["tokens"], raw["document"]
 
 
-def write_chunk_file(index_dir: Path, rel: str, chunks: list[Chunk], tokens: list[list[str]]):
-    write_json(index_dir / rel, {"chunks": [chunk_to_record(c) for c in chunks], "tokens": tokens})
+def write_chunk_file(
+    index_dir: Path, rel: str, chunks: list[Chunk], tokens: list[list[str]], document: StoredDocument
+):
+    write_json(
+        index_dir / rel,
+        {"document": asdict(document), "chunks": [chunk_to_record(c) for c in chunks], "tokens": tokens},
+    )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.documents import Chunk
 from pipeline.errors import IndexNotFound
-from pipeline.index.manifest import Manifest, record_to_chunk
+from pipeline.index.manifest import Manifest, StoredDocument, record_to_chunk
 
 if TYPE_CHECKING:
     from pipeline.index.bm25 import BM25Index
@@ -54,6 +54,18 @@ class IndexSnapshot:
                 if line.strip():
                     c = record_to_chunk(json.loads(line))
                     out[c.id] = c
+        return out
+
+    @cached_property
+    def documents(self) -> dict[str, StoredDocument]:
+        """Indexed document bodies by path, in path order (stable for packing)."""
+        path = self.index_dir / self.manifest.snapshot / "documents.jsonl"
+        out: dict[str, StoredDocument] = {}
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    d = StoredDocument(**json.loads(line))
+                    out[d.path] = d
         return out
 
     @cached_property

@@ -27,6 +27,7 @@ from pipeline.index.manifest import (
     LOCK,
     DocEntry,
     Manifest,
+    StoredDocument,
     chunk_to_record,
     read_chunk_file,
     write_atomic,
@@ -182,7 +183,7 @@ class Ingestor:
         found = scan(paths)
         summary.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
         docs: dict[str, DocEntry] = dict(old.documents)
-        todo: list[tuple[Path, os.stat_result, bytes]] = []
+        todo: list[tuple[Path, os.stat_result]] = []
         seen: set[str] = set()
         for f in found.files:
             key = str(f)
@@ -197,7 +198,7 @@ class Ingestor:
             if entry and same_fp and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
                 summary.unchanged += 1
                 continue
-            todo.append((f, st, b""))
+            todo.append((f, st))
 
         deleted = [
             p for p in old.documents if in_scope(p, found.roots) and p not in seen
@@ -210,7 +211,7 @@ class Ingestor:
         if todo or deleted:
             write_atomic(self.index_dir / IN_PROGRESS, str(os.getpid()))
         reporter.start(len(todo))
-        for f, st, _ in todo:
+        for f, st in todo:
             key = str(f)
             entry = old.documents.get(key)
             try:
@@ -275,11 +276,17 @@ class Ingestor:
         if not chunks:
             raise ReadError(doc.path, "本文がありません (no text to index)")
         texts = [embed_header(c.title, c.heading_path) + "\n" + c.text for c in chunks]
-        if (self.index_dir / rel).exists():
-            _, tokens = read_chunk_file(self.index_dir, rel)
-        else:
+        if not (self.index_dir / rel).exists():
             tokens = [self.analyzer.content_lemmas(t) for t in texts]
-            write_chunk_file(self.index_dir, rel, chunks, tokens)
+            stored = StoredDocument(
+                path=doc.path,
+                title=doc.title,
+                text=doc.text[doc.body_start :],
+                body_start=doc.body_start,
+                first_line=doc.line_of(doc.body_start),
+                hash=doc.content_hash,
+            )
+            write_chunk_file(self.index_dir, rel, chunks, tokens, stored)
         summary.embedded_chunks += self._embed_missing(chunks, texts)
         return DocEntry(
             hash=doc.content_hash,
@@ -317,13 +324,16 @@ class Ingestor:
         ids: list[str] = []
         all_tokens: list[list[str]] = []
         lines: list[str] = []
+        doc_lines: list[str] = []
         for entry in manifest.documents.values():
-            chunks, tokens = read_chunk_file(self.index_dir, entry.chunk_file)
+            chunks, tokens, document = read_chunk_file(self.index_dir, entry.chunk_file)
+            doc_lines.append(json.dumps(document, ensure_ascii=False))
             for c, t in zip(chunks, tokens):
                 ids.append(c.id)
                 all_tokens.append(t)
                 lines.append(json.dumps(chunk_to_record(c), ensure_ascii=False))
-        (tmp / "chunks.jsonl").write_text("\n".join(lines) + ("\n" if lines else ""), "utf-8")
+        (tmp / "chunks.jsonl").write_text("".join(x + "\n" for x in lines), "utf-8")
+        (tmp / "documents.jsonl").write_text("".join(x + "\n" for x in doc_lines), "utf-8")
         BM25Index.build(ids, all_tokens).save(tmp / "bm25")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
