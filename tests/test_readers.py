@@ -81,6 +81,23 @@ def test_cp932_only_characters_are_read_as_cp932(tmp_path, text):
     assert (doc.text, doc.encoding) == (text, "cp932")
 
 
+@pytest.mark.parametrize("text", ["文単典天法" * 3, "典天法文単"])
+def test_kanji_only_euc_jp_that_is_also_valid_utf8_is_read_as_euc_jp(tmp_path, text):
+    # 文 is C5 B8 in EUC-JP, which is also UTF-8 for "ʸ"
+    assert text.encode("euc_jp").decode("utf-8")
+    doc = read_document(write(tmp_path, "kanji.txt", text, "euc_jp"))
+    assert (doc.text, doc.encoding) == (text, "euc_jp")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Le café est très bon. Élève, été, crème brûlée.", "été", "Müller Straße Größe über", "Привет, как дела?"],
+)
+def test_european_utf8_text_is_not_mistaken_for_japanese(tmp_path, text):
+    doc = read_document(write(tmp_path, "eu.txt", text))
+    assert (doc.text, doc.encoding) == (text, "utf-8")
+
+
 def test_utf8_bom_is_dropped_and_recorded(tmp_path):
     p = write(tmp_path, "bom.md", "\ufeff# 見出し\n本文です。\n")
     doc = read_document(p)
@@ -158,8 +175,8 @@ KANA = set(JAPANESE_ALPHABET[: JAPANESE_ALPHABET.index("日")])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     text=st.text(alphabet=JAPANESE_ALPHABET, min_size=20, max_size=300).filter(
-        # Japanese prose has kana; text that is kanji + ASCII only can be byte-for-byte
-        # valid UTF-8 when written in EUC-JP, which no detector can tell apart.
+        # Japanese prose has kana. Kanji + ASCII only can be byte-for-byte valid UTF-8
+        # when written in EUC-JP ("文" * 20 is also "ʸ" * 20): not decidable.
         lambda t: t.strip() and any(c in KANA for c in t)
     ),
     encoding=st.sampled_from(["utf-8", "cp932", "euc_jp"]),

@@ -308,6 +308,9 @@ def _decode(data: bytes, declared: str | None = None) -> _Decoded:
         text, truncated = got
         if len(_CONTROL_CHAR.findall(text)) > MAX_CONTROL_SHARE * max(len(text), 1):
             raise _Unreadable(CONTROL)
+        legacy = _legacy_lookalike(data, text)
+        if legacy is not None:
+            return legacy
         return _Decoded(
             _normalize_newlines(text), "utf-8", _truncation_warning("utf-8") if truncated else None
         )
@@ -340,6 +343,30 @@ def _decode(data: bytes, declared: str | None = None) -> _Decoded:
             )
 
     return _decode_lossy(data, ["utf-8", "cp932", "euc_jp"])
+
+
+_TWO_BYTE_UTF8_ONLY = re.compile("[\u0080-\u07ff]")
+_KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def _legacy_lookalike(data: bytes, utf8_text: str) -> _Decoded | None:
+    """EUC-JP kanji whose bytes fall in C2–DF A1–BF are also valid 2-byte UTF-8
+    (文 = C5 B8 reads as "ʸ"). When the UTF-8 reading holds only such 2-byte chars
+    and a Japanese reading is clean, charset-normalizer arbitrates among them.
+    Pure repetitions ("文文文…") stay ambiguous and are read as UTF-8."""
+    if not _TWO_BYTE_UTF8_ONLY.search(utf8_text) or max(map(ord, utf8_text)) >= 0x800:
+        return None
+    clean = {}
+    for enc in ("euc_jp", "cp932"):
+        got = _strict(data, enc)
+        if got is not None and not got[1] and _japanese_misfit(got[0]) == 0 and _KANA_OR_KANJI.search(got[0]):
+            clean[enc] = got[0]
+    if not clean:
+        return None
+    pick = _charset_normalizer_pick(data, ["utf-8", *clean])
+    if pick in clean:
+        return _Decoded(_normalize_newlines(clean[pick]), pick)
+    return None
 
 
 def _decode_lossy(data: bytes, encodings: list[str], name: str | None = None) -> _Decoded:
