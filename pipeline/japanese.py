@@ -32,6 +32,7 @@ from dataclasses import dataclass
 __all__ = [
     "CONTENT_POS",
     "DROPPED_POS2",
+    "QUOTE_LOOKAHEAD",
     "STOP_LEMMAS",
     "Analyzer",
     "Morpheme",
@@ -397,7 +398,9 @@ STOP_LEMMAS = frozenset(
 def _features(raw: str) -> tuple[str, str, str | None]:
     """(pos1, pos2, lemma) from a unidic feature string (unknown words: lemma None)."""
     parts = raw.split(",", 8)
-    if any('"' in p for p in parts[:8]):
+    quote = raw.find('"')
+    # A quoted field (a comma inside) only matters before the lemma's end.
+    if quote >= 0 and (len(parts) <= 8 or quote < len(raw) - len(parts[8])):
         parts = next(csv.reader([raw]))
     lemma = parts[7] if len(parts) > 7 else None
     return parts[0], (parts[1] if len(parts) > 1 else "*"), lemma

@@ -64,6 +64,30 @@ class Settings(BaseSettings):
     retriever: Literal["hybrid", "bm25", "dense"] = "hybrid"
     top_k: int = 5
 
+    # Answering
+    llm_backend: Literal["embedded", "ollama", "openai", "extractive"] = "embedded"
+    llm_context: int = Field(32768, description="Context window the embedded model is run with.")
+    llm_threads: int = 2
+    llm_timeout_s: float = 600.0
+    ollama_url: str = "http://127.0.0.1:11434"
+    ollama_model: str = "qwen2.5:7b"
+    openai_base_url: str = "http://127.0.0.1:8000/v1"
+    openai_model: str = "default"
+    openai_api_key: str | None = None
+    openai_context_window: int = 32768
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    answer_tokens: int = Field(256, description="Tokens reserved for (and allowed in) an answer.")
+
+    # Router budgets (per question)
+    latency_budget_s: float = Field(180.0, description="Seconds a question may take.")
+    cost_budget: float = Field(0.05, description="Money a question may cost, in the price unit.")
+
+    # Citation checks
+    citation_policy: Literal["annotate", "strip", "refuse"] = "annotate"
+    refuse_below: float = Field(0.5, description="Refuse when less of the answer is supported.")
+    citation_llm_judge: bool = False
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -81,7 +81,7 @@ def test_cp932_only_characters_are_read_as_cp932(tmp_path, text):
     assert (doc.text, doc.encoding) == (text, "cp932")
 
 
-@pytest.mark.parametrize("text", ["文単典天法" * 3, "典天法文単"])
+@pytest.mark.parametrize("text", ["文単典天法" * 3, "典天法文単", "文" * 20])
 def test_kanji_only_euc_jp_that_is_also_valid_utf8_is_read_as_euc_jp(tmp_path, text):
     # 文 is C5 B8 in EUC-JP, which is also UTF-8 for "ʸ"
     assert text.encode("euc_jp").decode("utf-8")

@@ -43,9 +43,10 @@ def embed_header(title: str, heading_path: Sequence[str]) -> str:
 
 
 def _default_sentences(text: str) -> Spans:
-    from pipeline.japanese import split_sentences
+    from pipeline.japanese import default_analyzer
 
-    return split_sentences(text)
+    # Analyzer.sentences never cuts inside a MeCab token.
+    return default_analyzer().sentences(text)
 
 
 def _default_boundaries(text: str) -> list[int]:

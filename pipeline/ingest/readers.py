@@ -24,7 +24,10 @@ Decoding (text formats and HTML), in this order:
    strictly. When both decode, charset-normalizer (restricted to the two) picks,
    unless its pick holds more chars outside the Japanese/ASCII repertoire than the
    other reading (misreading EUC-JP as cp932 gives half-width katakana; the reverse
-   gives control or private-use chars); a tie with no verdict goes to cp932.
+   gives control or private-use chars); a reading that must drop a partial char at
+   the end counts as TRUNCATION_MISFIT odd chars; a tie with no verdict goes to cp932.
+   Strict UTF-8 in step 4 is second-guessed only when its text holds nothing but
+   2-byte chars and a Japanese reading is clean (`_legacy_lookalike`).
 7. Last resort: the best of utf-8 / cp932 / euc_jp with undecodable bytes replaced,
    accepted with `metadata["warning"]` only if at most 1 % of chars were replaced.
    Otherwise ReadError 「文字コードを判定できません」.
@@ -35,6 +38,11 @@ partial char, with `metadata["warning"]` saying so.
 Newlines: "\\r\\n" and "\\r" are normalized to "\\n" right after decoding. All offsets
 (`body_start`, `Section.start`, `metadata["page_starts"]`) and line numbers therefore
 point into the normalized-newline text, which is `Document.text`.
+
+Known ambiguities (the bytes are valid both ways, nothing can tell them apart):
+cp932 text made only of an even number of half-width katakana (ｱｲｳｴ) reads as
+EUC-JP kanji; EUC-JP text of kanji only whose UTF-8 reading is plain Latin letters
+("単" * 20 is "ñ" * 20) reads as UTF-8. A single full-width kana settles either case.
 
 Every failure raises `ReadError(path, reason)` with a short Japanese reason and an
 English gloss; a Document is returned whole or not at all.
@@ -76,6 +84,7 @@ BINARY_SNIFF_BYTES = 8192  # NUL bytes in this many leading bytes mean "binary"
 MAX_REPLACED_SHARE = 0.01  # last-resort decoding: at most this share of chars replaced
 MAX_BAD_SHARE = 0.05  # a legacy decoding with more control/private-use chars is rejected
 MAX_CONTROL_SHARE = 0.10  # a UTF-8 decoding with more control chars is binary
+TRUNCATION_MISFIT = 10  # a reading that needs its last bytes dropped counts as this many odd chars
 TEXT_TITLE_MAX = 60  # a first line at least this long is not taken as a title
 
 # Reasons shown to the user (ReadError.reason).
@@ -257,7 +266,10 @@ def _declared_charset(data: bytes) -> str | None:
 
 
 def _truncation_warning(encoding: str) -> str:
-    return f"ファイル末尾の不完全な文字を削除しました (truncated {encoding} sequence at end of file dropped)"
+    return (
+        "ファイル末尾の不完全な文字を削除しました "
+        f"(truncated {encoding} sequence at end of file dropped)"
+    )
 
 
 def _japanese_misfit(text: str) -> int:
@@ -329,7 +341,10 @@ def _decode(data: bytes, declared: str | None = None) -> _Decoded:
         legacy.insert(0, declared)
     readings = {enc: got for enc in legacy if (got := _strict(data, enc)) is not None}
     if readings:
-        misfit = {enc: _japanese_misfit(text) for enc, (text, _) in readings.items()}
+        misfit = {
+            enc: _japanese_misfit(text) + TRUNCATION_MISFIT * truncated
+            for enc, (text, truncated) in readings.items()
+        }
         pick = None
         if len(readings) > 1:
             pick = _charset_normalizer_pick(data, list(readings))
@@ -347,13 +362,17 @@ def _decode(data: bytes, declared: str | None = None) -> _Decoded:
 
 _TWO_BYTE_UTF8_ONLY = re.compile("[\u0080-\u07ff]")
 _KANA_OR_KANJI = re.compile("[\u3040-\u30ff\u4e00-\u9fff]")
+# IPA, spacing modifier letters, lone combining marks: rare in notes, and what EUC-JP
+# kanji turn into when read as UTF-8 (文 -> "ʸ").
+_IPA_OR_MODIFIER = re.compile("[\u0250-\u036f]")
 
 
 def _legacy_lookalike(data: bytes, utf8_text: str) -> _Decoded | None:
     """EUC-JP kanji whose bytes fall in C2–DF A1–BF are also valid 2-byte UTF-8
     (文 = C5 B8 reads as "ʸ"). When the UTF-8 reading holds only such 2-byte chars
-    and a Japanese reading is clean, charset-normalizer arbitrates among them.
-    Pure repetitions ("文文文…") stay ambiguous and are read as UTF-8."""
+    and a Japanese reading is clean, charset-normalizer arbitrates among them, and
+    IPA/modifier letters in the UTF-8 reading tip it to the Japanese one. Text that
+    reads as plain Latin letters either way ("単" * 20 is "ñ" * 20) stays UTF-8."""
     if not _TWO_BYTE_UTF8_ONLY.search(utf8_text) or max(map(ord, utf8_text)) >= 0x800:
         return None
     clean = {}
@@ -364,6 +383,8 @@ def _legacy_lookalike(data: bytes, utf8_text: str) -> _Decoded | None:
     if not clean:
         return None
     pick = _charset_normalizer_pick(data, ["utf-8", *clean])
+    if pick not in clean and _IPA_OR_MODIFIER.search(utf8_text):
+        pick = next(iter(clean))
     if pick in clean:
         return _Decoded(_normalize_newlines(clean[pick]), pick)
     return None
@@ -382,7 +403,10 @@ def _decode_lossy(data: bytes, encodings: list[str], name: str | None = None) ->
     size = max(len(text), 1)
     if replaced > MAX_REPLACED_SHARE * size or bad - replaced > MAX_BAD_SHARE * size:
         raise _Unreadable(UNDECODABLE)
-    warning = f"読めないバイトを{replaced}か所 U+FFFD に置き換えました (replaced {replaced} undecodable byte sequences)"
+    warning = (
+        f"読めないバイトを{replaced}か所 U+FFFD に置き換えました "
+        f"(replaced {replaced} undecodable byte sequences)"
+    )
     return _Decoded(_normalize_newlines(text), name or enc, warning)
 
 
@@ -450,6 +474,11 @@ _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _FM_KEY = re.compile(r"^([^\s#:\-][^:]*?)\s*:(?:[ \t]+(.*))?$")
 _FM_ITEM = re.compile(r"^\s+-[ \t]+(.*)$|^-[ \t]+(.*)$")
+
+
+def _closes_fence(line: str, marker: str, opening: str) -> bool:
+    """A closing fence: same char, at least as long, nothing after it."""
+    return marker[0] == opening[0] and len(marker) >= len(opening) and not line.strip()[len(marker) :]
 
 
 def _yaml_scalar(value: str):
@@ -520,7 +549,7 @@ def _parse_markdown(path: Path, raw: bytes) -> _Parsed:
     for start, line in _line_starts(text[body_start:]):
         f = _FENCE.match(line)
         if fence is not None:
-            if f and f.group(1)[0] == fence[0] and len(f.group(1)) >= len(fence) and not line.strip()[len(f.group(1)) :].strip():
+            if f and _closes_fence(line, f.group(1), fence):
                 fence = None
             continue
         if f:

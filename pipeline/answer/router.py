@@ -1,0 +1,127 @@
+"""The router: retrieve chunks, or pack the whole corpus into a long-context window.
+
+A pure function of measured facts — token counts, the backend's window, speed and
+price, the budgets, the question and retrieval confidence — that returns its choice
+with the reasons. Self-Route's fallback (retry with long context when the retrieve
+answer says the sources don't say) is decided by `allow_fallback`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Mode = Literal["retrieve", "long-context", "top-documents"]
+
+# Questions about the whole collection favour packing everything.
+GLOBAL_PATTERNS = (
+    "まとめ", "すべて", "全て", "全部", "一覧", "列挙", "比較", "比べ", "違い", "いくつ", "何個",
+    "何種類", "どれだけ", "全体", "概要", "共通", "挙げ", "傾向",
+)
+_GLOBAL_RE = re.compile("|".join(map(re.escape, GLOBAL_PATTERNS)))
+
+
+def is_global_question(question: str) -> bool:
+    return bool(_GLOBAL_RE.search(question))
+
+
+@dataclass(frozen=True)
+class RouteInputs:
+    question: str
+    corpus_tokens: int  # all indexed document text, measured with the backend's tokenizer
+    retrieve_tokens: int  # the top-k chunks that retrieve mode would send
+    window: int  # backend context window
+    prompt_tokens: int  # instructions + question + format example
+    answer_tokens: int  # reserved for the answer
+    prompt_tokens_per_s: float
+    gen_tokens_per_s: float
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    prefix_cached: bool = False  # the packed corpus's KV state is ready (or the server caches prefixes)
+    latency_budget_s: float = 120.0
+    cost_budget: float = 0.05  # money per question, in the price unit
+    retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
+    confidence_threshold: float = 0.35
+    token_count_estimated: bool = False
+    question_tokens: int = 32
+
+
+@dataclass(frozen=True)
+class Estimate:
+    input_tokens: int  # tokens read fresh (not from a cache)
+    seconds: float
+    cost: float
+
+
+@dataclass(frozen=True)
+class Route:
+    mode: Mode
+    reasons: tuple[str, ...]
+    usable_window: int
+    corpus_tokens: int
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    allow_fallback: bool = False  # a retrieve answer of 「分かりません」 may retry with long context
+    token_count_estimated: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["reasons"] = list(self.reasons)
+        return d
+
+
+def _estimate(inp: RouteInputs, read_tokens: int) -> Estimate:
+    seconds = read_tokens / max(inp.prompt_tokens_per_s, 1e-9) + inp.answer_tokens / max(
+        inp.gen_tokens_per_s, 1e-9
+    )
+    cost = (read_tokens * inp.price_in_per_mtok + inp.answer_tokens * inp.price_out_per_mtok) / 1e6
+    return Estimate(read_tokens, round(seconds, 2), round(cost, 6))
+
+
+def decide(inp: RouteInputs) -> Route:
+    usable = inp.window - inp.prompt_tokens - inp.answer_tokens
+    fits = inp.corpus_tokens <= usable
+    retrieve = _estimate(inp, inp.prompt_tokens + inp.retrieve_tokens)
+    # With a cached prefix only the question (and format text) is read fresh.
+    lc_read = inp.prompt_tokens + (0 if inp.prefix_cached else inp.corpus_tokens)
+    long_ctx = _estimate(inp, lc_read)
+    estimates = {"retrieve": retrieve, "long-context": long_ctx}
+    within_budget = long_ctx.seconds <= inp.latency_budget_s and long_ctx.cost <= inp.cost_budget
+    reasons: list[str] = []
+    est = "（推定）" if inp.token_count_estimated else ""
+    reasons.append(
+        f"コーパス {inp.corpus_tokens} トークン{est} / 使える窓 {usable} トークン "
+        f"(窓 {inp.window} − 指示 {inp.prompt_tokens} − 回答 {inp.answer_tokens})"
+    )
+
+    def route(mode: Mode, why: str, fallback: bool = False) -> Route:
+        return Route(mode, tuple(reasons + [why]), usable, inp.corpus_tokens, estimates,
+                     fallback, inp.token_count_estimated)
+
+    if not fits:
+        if is_global_question(inp.question):
+            return route("top-documents", "コーパスが窓に入らないため、全体を問う質問には関連の高い文書を丸ごと窓いっぱいまで詰める")
+        return route("retrieve", "コーパスが窓に入らないため検索モード")
+    budget_note = (
+        f"長文脈の推定 {long_ctx.seconds:.1f} 秒・{long_ctx.cost:.4f} "
+        f"(予算 {inp.latency_budget_s:.1f} 秒・{inp.cost_budget:.4f})"
+        + ("、プレフィックスはキャッシュ済み" if inp.prefix_cached else "、プレフィックスは未キャッシュ")
+    )
+    reasons.append(budget_note)
+    if not within_budget:
+        return route("retrieve", "長文脈は時間か費用の予算を超えるため検索モード")
+    if is_global_question(inp.question):
+        return route("long-context", "コーパス全体を問う質問 (まとめ・一覧・比較など) なので全体を読む")
+    if inp.retrieval_confidence < inp.confidence_threshold:
+        return route(
+            "long-context",
+            f"検索の確信度が低い ({inp.retrieval_confidence:.2f} < {inp.confidence_threshold}) ので全体を読む",
+        )
+    if inp.corpus_tokens <= inp.retrieve_tokens * 1.5:
+        return route("long-context", "コーパスが検索結果とほぼ同じ大きさなので全体を読む")
+    return route(
+        "retrieve",
+        f"的を絞った質問で検索の確信度も十分 ({inp.retrieval_confidence:.2f})、検索モード"
+        "（答えが見つからなければ長文脈で再試行）",
+        fallback=True,
+    )
