@@ -171,6 +171,101 @@ def search(
         typer.echo(f"[{i}] {_display_path(c.path)}:{c.line_start}  (score {h.score:.4f})")
         typer.echo("    " + c.text.replace("\n", "\n    "))
 
+@app.command()
+def ask(
+    question: str = typer.Argument(..., help="日本語の質問。"),
+    mode: str = typer.Option("auto", "--mode", help="auto | retrieve | long-context"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="embedded | ollama | openai | extractive"),
+    policy: Optional[str] = typer.Option(None, "--policy", help="annotate | strip | refuse (裏付けのない文の扱い)"),
+    explain: bool = typer.Option(False, "--explain", help="ルーターの判断理由と推定値を表示する。"),
+    index: Optional[Path] = IndexOpt,
+    as_json: bool = JsonOpt,
+):
+    """資料に基づいて答え、各文の引用 [n] を資料と照合して表示する。
+
+    例: rag ask "Ollamaの既定のポート番号は？" --index indexes/demo --explain
+    """
+    from pipeline.answer.engine import answer_to_dict
+    from pipeline.api import answerer_for
+
+    if mode not in ("auto", "retrieve", "long-context"):
+        raise typer.BadParameter("auto | retrieve | long-context", param_hint="--mode")
+    if policy not in (None, "annotate", "strip", "refuse"):
+        raise typer.BadParameter("annotate | strip | refuse", param_hint="--policy")
+    settings = _settings(index)
+    answerer = answerer_for(settings, backend=backend)
+    answer = answerer.ask(question, mode=mode, policy=policy)
+    data = answer_to_dict(answer)
+    if as_json:
+        _echo_json(data)
+        return
+    _render_answer(data, explain)
+
+
+def _render_answer(data: dict, explain: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    marks = {"supported": "", "supported_by_other": " [yellow](引用を修正)[/]", "unsupported": " [red](資料で裏付けられない)[/]", "uncited": " [red](引用なし)[/]"}
+    console.print(f"[bold]回答[/] ({data['backend']}, モード {data['mode']}"
+                  + (f", {data['fallback_from']} から再試行" if data["fallback_from"] else "") + ")")
+    if data["refused"] or not data["sentences"] or all(s.get("verdict") is None for s in data["sentences"]):
+        console.print(escape(data["answer"]))
+    else:
+        for s in data["sentences"]:
+            console.print(escape(s["text"]) + marks.get(s.get("verdict"), ""))
+    cited = [s for s in data["sources"] if s["cited"]] or data["sources"][:3]
+    console.print("\n[bold]出典[/]")
+    for s in cited:
+        console.print(f"  [{s['number']}] {escape(s['path'])}:{s['lines'][0]}-{s['lines'][1]}")
+    if data["citation_recall"] is not None:
+        console.print(f"\n引用の再現率 {data['citation_recall']:.2f} / 適合率 {data['citation_precision']:.2f}")
+    route = data["route"]
+    console.print(f"\n[bold]経路[/] {data['mode']}: {escape(route['reasons'][-1])}")
+    if explain:
+        for r in route["reasons"][:-1]:
+            console.print(f"  - {escape(r)}")
+        for name, est in route["estimates"].items():
+            console.print(f"  - {name}: 読むトークン {est['input_tokens']}, 推定 {est['seconds']} 秒, 費用 {est['cost']}")
+        console.print(f"  - 実測 {data['seconds']} 秒, 読んだトークン {data['tokens_read']}")
+
+
+@app.command()
+def status(index: Optional[Path] = IndexOpt, as_json: bool = JsonOpt):
+    """インデックスの中身と鮮度 (前回の取り込み、その後に変わったファイル) を表示する。
+
+    例: rag status --index indexes/demo
+    """
+    from pipeline.index.status import index_status
+
+    data = index_status(_settings(index))
+    if as_json:
+        _echo_json(data)
+        return
+    last = data["last_ingest"] or {}
+    changed = data["changed_since_ingest"]
+    lines = [
+        f"インデックス: {data['index_dir']} (世代 {data['generation']}, {data['size_bytes'] / 1e6:.1f} MB)",
+        f"文書 {data['documents']} / チャンク {data['chunks']} / 文字 {data['characters']} / "
+        f"埋め込みトークン {data['embedding_tokens']}",
+        f"形式 {data['formats']}  文字コード {data['encodings']}",
+        f"埋め込みモデル {data['embed_model']} (チャンク {data['chunk_tokens']} トークン)",
+        f"LLM {data['llm_backend']}: 窓 {data['long_context_window']} トークン, コーパス推定 "
+        f"{data['llm_tokens_estimated']} トークン → " + ("全体が窓に入る" if data["fits_long_context"] else "窓に入らない"),
+        "前回の取り込み: " + (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["finished_at"]))
+            + f" (追加 {last['added']}, 変更 {last['changed']}, 削除 {last['deleted']}, スキップ {len(last['skipped'])})"
+            if last else "記録なし"
+        ),
+        f"その後の変更: 更新 {len(changed['modified'])}, 削除 {len(changed['deleted'])}, 新規 {len(changed['new'])}",
+    ]
+    for key, label in (("modified", "更新"), ("deleted", "削除"), ("new", "新規")):
+        for p in changed[key][:20]:
+            lines.append(f"  {label}: {_display_path(p)}")
+    typer.echo("\n".join(lines))
+
+
 
 def main() -> None:
     """Entry point: library errors become their exit code and a message, once."""

@@ -73,6 +73,7 @@ class IngestSummary:
     seconds: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
+    roots: list[str] = field(default_factory=list)
     added_paths: list[str] = field(default_factory=list)
     changed_paths: list[str] = field(default_factory=list)
     deleted_paths: list[str] = field(default_factory=list)
@@ -181,6 +182,7 @@ class Ingestor:
         recovering = (self.index_dir / IN_PROGRESS).exists()
 
         found = scan(paths)
+        summary.roots = [str(r) for r in found.roots]
         summary.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
         docs: dict[str, DocEntry] = dict(old.documents)
         todo: list[tuple[Path, os.stat_result]] = []

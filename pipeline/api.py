@@ -1,0 +1,74 @@
+"""The Python API: what the `rag` CLI does, in one or two calls (notebooks use this).
+
+    from pipeline import api
+    api.ingest(["corpora/demo"], index="indexes/demo")
+    api.search("Ollamaの既定のポートは？", index="indexes/demo")
+    answer = api.ask("Ollamaの既定のポートは？", index="indexes/demo")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from pipeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipeline.answer.engine import Answer, Answerer
+    from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
+    from pipeline.ingest.sync import IngestSummary
+
+
+def settings_for(index: str | Path | None = None, **overrides) -> Settings:
+    return load_settings(index_dir=str(index) if index else None, **overrides)
+
+
+def ingest(paths: Sequence[str | Path], index: str | Path | None = None, settings: Settings | None = None,
+           wait: float = 0.0) -> "IngestSummary":
+    from pipeline.ingest.sync import Ingestor
+
+    settings = settings or settings_for(index)
+    return Ingestor(settings, Path(settings.index_dir)).run([Path(p) for p in paths], wait=wait)
+
+
+def open_index(index: str | Path | None = None, settings: Settings | None = None) -> "IndexSnapshot":
+    from pipeline.index.snapshot import open_index as _open
+
+    settings = settings or settings_for(index)
+    return _open(settings)
+
+
+def search(question: str, k: int = 5, retriever: str = "hybrid", index: str | Path | None = None,
+           settings: Settings | None = None) -> list["ScoredChunk"]:
+    from pipeline.index.search import search as _search
+
+    return _search(open_index(index, settings), question, k=k, retriever=retriever)
+
+
+def answerer_for(settings: Settings, backend: str | None = None, index_snapshot=None) -> "Answerer":
+    """An Answerer over the settings' index, with the chosen backend and the citation checker."""
+    from pipeline.answer.backends import load_backend
+    from pipeline.answer.checker import CitationChecker
+    from pipeline.answer.engine import Answerer
+
+    snapshot = index_snapshot or open_index(settings=settings)
+    llm = load_backend(settings, backend)
+    judge = None
+    if settings.citation_llm_judge and getattr(llm, "prob_yes", None) is not None and llm.info.generative:
+        from pipeline.answer.checker import llm_judge
+
+        judge = llm_judge(llm)
+    checker = CitationChecker(settings, embedder=snapshot.embedder, judge=judge)
+    return Answerer(settings, snapshot, llm, checker)
+
+
+def ask(question: str, mode: str = "auto", backend: str | None = None, policy: str | None = None,
+        index: str | Path | None = None, settings: Settings | None = None) -> "Answer":
+    settings = settings or settings_for(index)
+    return answerer_for(settings, backend).ask(question, mode=mode, policy=policy)
+
+
+def status(index: str | Path | None = None, settings: Settings | None = None) -> dict:
+    from pipeline.index.status import index_status
+
+    return index_status(settings or settings_for(index))

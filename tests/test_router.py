@@ -1,0 +1,65 @@
+"""The router on constructed corpora: every decision comes with its reasons."""
+
+import pytest
+
+from pipeline.answer.router import RouteInputs, decide, is_global_question
+
+
+def inputs(**kw):
+    base = dict(
+        question="Ollamaの既定のポートは？", corpus_tokens=6000, retrieve_tokens=1500, window=32768,
+        prompt_tokens=400, answer_tokens=256, prompt_tokens_per_s=52, gen_tokens_per_s=12,
+        prefix_cached=True, latency_budget_s=120, retrieval_confidence=0.3,
+    )
+    return RouteInputs(**{**base, **kw})
+
+
+def test_small_corpus_goes_to_long_context():
+    route = decide(inputs(corpus_tokens=1800, retrieval_confidence=0.9))
+    assert route.mode == "long-context"
+    assert route.reasons and route.usable_window == 32768 - 400 - 256
+
+
+def test_corpus_over_the_window_goes_to_retrieve():
+    route = decide(inputs(corpus_tokens=200_000))
+    assert route.mode == "retrieve"
+    assert any("窓に入らない" in r for r in route.reasons)
+
+
+def test_global_question_over_the_window_packs_top_documents():
+    route = decide(inputs(corpus_tokens=200_000, question="ローカルLLMの実行ツールをすべて挙げて"))
+    assert route.mode == "top-documents"
+
+
+def test_zero_latency_budget_without_cached_prefix_goes_to_retrieve():
+    route = decide(inputs(prefix_cached=False, latency_budget_s=0))
+    assert route.mode == "retrieve"
+    assert route.estimates["long-context"].seconds > route.estimates["retrieve"].seconds - 1e-9
+
+
+def test_cached_prefix_makes_long_context_cheap():
+    cold = decide(inputs(prefix_cached=False, latency_budget_s=60))
+    warm = decide(inputs(prefix_cached=True, latency_budget_s=60))
+    assert cold.mode == "retrieve" and warm.mode == "long-context"
+    assert warm.estimates["long-context"].seconds < cold.estimates["long-context"].seconds
+
+
+def test_cost_budget_sends_paid_long_context_to_retrieve():
+    route = decide(inputs(prefix_cached=False, price_in_per_mtok=3.0, cost_budget=0.001, prompt_tokens_per_s=5000, gen_tokens_per_s=100))
+    assert route.mode == "retrieve"
+
+
+@pytest.mark.parametrize("question", ["メモの内容をまとめて", "量子化の方式を比較して", "LLMはいくつ紹介されている？", "ツールを一覧にして"])
+def test_global_questions_favour_the_whole_corpus(question):
+    assert is_global_question(question)
+    assert decide(inputs(question=question, retrieval_confidence=1.0)).mode == "long-context"
+
+
+def test_confident_pointed_question_retrieves_and_allows_fallback():
+    route = decide(inputs(retrieval_confidence=0.9))
+    assert route.mode == "retrieve" and route.allow_fallback
+
+
+def test_estimated_token_counts_are_marked():
+    route = decide(inputs(token_count_estimated=True))
+    assert route.token_count_estimated and "推定" in route.reasons[0]
