@@ -23,8 +23,8 @@ class Document:
     """One source file, decoded.
 
     `text` is what the reader extracted. For text formats (Markdown, org, plain
-    text) it is the decoded file verbatim (BOM dropped, newlines kept), so char
-    offsets and line numbers point into the file itself. For HTML and PDF it is
+    text) it is the decoded file verbatim (BOM dropped, CRLF/CR turned into LF), so
+    char offsets and line numbers point into the file itself. For HTML and PDF it is
     the extracted visible text, and offsets point into that text.
     """
 
