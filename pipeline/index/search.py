@@ -1,29 +1,25 @@
-"""Top-k chunks for a question: BM25, dense, or both fused."""
+"""Top-k chunks for a question: BM25, dense, or both fused (see `pipeline.index.fusion`)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from pipeline.index.fusion import DEFAULT_FUSION, fuse
 from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
 
 RetrieverName = Literal["hybrid", "bm25", "dense"]
-RRF_K = 60
-CANDIDATES = 50
+RETRIEVERS = ("bm25", "dense", "hybrid")
+CANDIDATES = 50  # each retriever's list depth before fusion
 
 
-def rrf(rankings: list[list[ScoredChunk]], k: int = RRF_K) -> list[ScoredChunk]:
-    """Reciprocal rank fusion; an empty ranking contributes nothing."""
-    scores: dict[str, float] = {}
-    chunks = {}
-    for ranking in rankings:
-        for rank, sc in enumerate(ranking):
-            scores[sc.chunk.id] = scores.get(sc.chunk.id, 0.0) + 1.0 / (k + rank + 1)
-            chunks[sc.chunk.id] = sc.chunk
-    order = sorted(scores, key=lambda cid: -scores[cid])
-    return [ScoredChunk(chunks[cid], scores[cid]) for cid in order]
-
-
-def search(index: IndexSnapshot, query: str, k: int = 5, retriever: RetrieverName = "hybrid"):
+def search(
+    index: IndexSnapshot,
+    query: str,
+    k: int = 5,
+    retriever: RetrieverName = "hybrid",
+    fusion: str | None = None,
+) -> list[ScoredChunk]:
+    """The `k` best chunks; hybrid fuses both retrievers' top `max(k, CANDIDATES)`."""
     if retriever == "bm25":
         return index.sparse(query, k)
     if retriever == "dense":
@@ -31,4 +27,12 @@ def search(index: IndexSnapshot, query: str, k: int = 5, retriever: RetrieverNam
     if retriever != "hybrid":
         raise ValueError(f"unknown retriever {retriever!r}: choose bm25, dense or hybrid")
     n = max(k, CANDIDATES)
-    return rrf([index.sparse(query, n), index.dense(query, n)])[:k]
+    sparse = index.sparse(query, n)
+    dense = index.dense(query, n)
+    chunks = {sc.chunk.id: sc.chunk for sc in (*sparse, *dense)}
+    fused = fuse(
+        fusion or DEFAULT_FUSION,
+        [(sc.chunk.id, sc.score) for sc in sparse],
+        [(sc.chunk.id, sc.score) for sc in dense],
+    )
+    return [ScoredChunk(chunks[cid], score) for cid, score in fused[:k]]

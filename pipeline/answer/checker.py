@@ -1,0 +1,768 @@
+"""The citation checker: is each answer sentence supported by the sources it cites?
+
+`CitationChecker.support(premise, claim)` is a calibrated probability that the
+premise supports the claim. It combines cheap signals, cheapest first:
+
+* content-word lemma coverage (MeCab lemmas, so 走った = 走ります), character-bigram coverage;
+* numbers, dates and quantities normalized (`pipeline.answer.numbers`: 7B = 70億,
+  ７Ｂ = 7B, 四つ = ４個) and required to match;
+* proper nouns and Latin words required to appear;
+* predicate–argument agreement from MeCab: (argument, case, predicate) triples with
+  が/を/に/で/と/へ/から (は read as が, passive れる/られる turned active), their
+  negation (ない/ず/ぬ/ません, parity kept) and modality (だろう, かもしれない, らしい, はず,
+  そうだ, ようだ, 可能性): 「太郎が花子を」 does not support 「花子が太郎を」;
+* embedding similarity of the claim to the closest source sentence (optional, any `Embedder`);
+
+then, only for claims the cheap signals leave uncertain, an LLM judge: any callable
+``judge(premise, claim) -> P(supported)`` (for instance the LLM's P(はい) for
+`judge_prompt`). The combination is a logistic regression fitted on tuning halves
+of JNLI and of our claims sets (`python -m pipeline.evaluation.citations refit`),
+stored in `FITTED` below.
+
+Sentences in a source that give orders to the model (「…と答えてください」, "ignore
+previous instructions") are never evidence: a note cannot vouch for an answer by
+telling the model what to say.
+
+`check(answer, sources)` gives one `Verdict` per answer sentence that asserts
+something, ALCE-style citation recall and precision, and the fraction supported;
+`apply_policy` turns that into the text shown (annotate / strip / refuse).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
+
+import numpy as np
+
+from pipeline.answer.citations import (
+    AnswerSentence,
+    Source,
+    claim_text,
+    has_claim,
+    parse_answer,
+    source_sentences,
+    span_in_chunk,
+)
+from pipeline.answer.numbers import Quantity, extract_quantities, unmatched_quantities
+from pipeline.documents import Span
+
+if TYPE_CHECKING:
+    from pipeline.index.embedder import Embedder
+    from pipeline.japanese import Analyzer, Morpheme
+
+__all__ = [
+    "CheckedAnswer",
+    "CitationChecker",
+    "FEATURES",
+    "FITTED",
+    "Judge",
+    "Label",
+    "Policy",
+    "REFUSAL",
+    "Verdict",
+    "apply_policy",
+    "judge_prompt",
+]
+
+Label = Literal["supported", "unsupported", "uncited", "supported_by_other"]
+Policy = Literal["annotate", "strip", "refuse"]
+Judge = Callable[[str, str], float]
+
+REFUSAL = "資料では裏付けられません。"
+MARK_UNSUPPORTED = "〔資料で未確認〕"
+MARK_UNCITED = "〔出典なし〕"
+
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_REFUSE_BELOW = 0.5
+# The LLM judge is asked only when the cheap probability falls in this band.
+JUDGE_BAND = (0.15, 0.85)
+
+
+def judge_prompt(premise: str, claim: str) -> str:
+    """The yes/no question to put to an LLM judge; P(はい) is its support probability."""
+    return (
+        "次の「資料」だけを根拠として、「主張」が資料の内容から確実に言えるかを判定してください。"
+        "資料に書かれていない情報や、数・人・物・関係が食い違う主張は「いいえ」です。"
+        "「はい」か「いいえ」だけで答えてください。\n\n"
+        f"資料: {premise}\n\n主張: {claim}\n\n答え:"
+    )
+
+
+# --------------------------------------------------------------------------
+# Fitted weights: written by `python -m pipeline.evaluation.citations refit --write`.
+# BEGIN FITTED
+FITTED: dict = {
+    "cheap": {"mean": [], "scale": [], "coef": [], "intercept": 0.0},
+    "embed": {"mean": [], "scale": [], "coef": [], "intercept": 0.0},
+    "judge": {"coef": [1.0, 1.0], "intercept": 0.0},
+    "threshold": {"cheap": 0.5, "embed": 0.5},
+}
+# END FITTED
+# --------------------------------------------------------------------------
+
+
+# --------------------------------------------------------------------------
+# Text analysis: what a premise or a claim says, as sets that can be compared.
+# --------------------------------------------------------------------------
+
+_CASE = {"が", "を", "に", "で", "と", "へ", "から", "より"}
+_HEDGE_SURFACES = {"だろう", "でしょう", "だろ", "でしょ", "かしら"}
+_HEDGE_LEMMAS = {"らしい", "筈", "可能", "知れる", "思う", "恐れ", "推測", "予想", "見込み"}
+_NEG_AUX = {"ない", "ず", "ぬ", "ん"}
+_PRED_TAIL_OK = {"居る", "仕舞う", "有る", "無い", "知れる", "思う", "下さる", "置く", "見る", "来る", "行く", "成る", "為る"}
+
+# Sentences that instruct the model: never evidence.
+_INSTRUCTION = re.compile(
+    r"(?:(?:AI|ＡＩ|アシスタント|LLM|言語モデル|チャットボット|あなた|ChatGPT|回答者|モデル)[^。\n]{0,40}"
+    r"(?:ください|下さい|なさい|こと[。\n]|ことと?する|せよ|しろ|ように)"
+    r"|(?:と|って)(?:答え|回答し|返答し|出力し|言っ|述べ|書い)(?:て(?:ください|下さい)|なさい|ろ|よ)"
+    r"|(?:と|って)(?:答え|回答す|返答す|出力す|述べ)る(?:こと|ように)"
+    r"|(?:以前|これまで|上記|前)の(?:指示|命令|プロンプト)[^。\n]{0,10}(?:無視|忘れ)"
+    r"|(?:指示|命令)を(?:無視|忘れ)"
+    r"|ignore\s+(?:all\s+)?(?:the\s+)?(?:previous|prior|above|earlier)\s+instructions"
+    r"|system\s+prompt|システムプロンプト)",
+    re.IGNORECASE,
+)
+
+
+def is_instruction(sentence: str) -> bool:
+    """Does `sentence` give orders to the model (prompt injection), not facts?"""
+    return _INSTRUCTION.search(unicodedata.normalize("NFKC", sentence)) is not None
+
+
+@dataclass
+class Analysis:
+    """Comparable content of one text (or of several merged)."""
+
+    text: str  # NFKC, lowercased
+    lemmas: set[str] = field(default_factory=set)
+    content: list[tuple[str, str, str]] = field(default_factory=list)  # (lemma, surface, class)
+    names: list[str] = field(default_factory=list)
+    quantities: list[Quantity] = field(default_factory=list)
+    triples: set[tuple[str, str, str]] = field(default_factory=set)
+    polarity: dict[str, set[tuple[bool, bool]]] = field(default_factory=dict)  # pred -> {(negated, hedged)}
+    bigrams: set[str] = field(default_factory=set)
+
+    @staticmethod
+    def merge(parts: Sequence["Analysis"]) -> "Analysis":
+        out = Analysis("\n".join(p.text for p in parts))
+        for p in parts:
+            out.lemmas |= p.lemmas
+            out.content += p.content
+            out.names += p.names
+            out.quantities += p.quantities
+            out.triples |= p.triples
+            for k, v in p.polarity.items():
+                out.polarity.setdefault(k, set()).update(v)
+            out.bigrams |= p.bigrams
+        return out
+
+
+def _nfkc(s: str) -> str:
+    return unicodedata.normalize("NFKC", s).lower()
+
+
+def _bigrams(text: str) -> set[str]:
+    chars = [c for c in text if c.isalnum()]
+    return {a + b for a, b in zip(chars, chars[1:])}
+
+
+def _word(m: "Morpheme") -> str:
+    return (m.surface if m.pos2 == "固有名詞" else m.lemma).lower()
+
+
+def _is_content(m: "Morpheme") -> bool:
+    from pipeline.japanese import CONTENT_POS, DROPPED_POS2, STOP_LEMMAS
+
+    return (
+        m.pos1 in CONTENT_POS
+        and m.pos2 not in DROPPED_POS2
+        and m.pos2 != "数詞"
+        and m.lemma not in STOP_LEMMAS
+        and _word(m).strip() != ""
+    )
+
+
+def _class(m: "Morpheme") -> str:
+    if m.pos1 == "名詞":
+        return "noun"
+    if m.pos1 in ("動詞", "形容詞", "形状詞"):
+        return "pred"
+    return "other"
+
+
+_LATIN = re.compile(r"[a-z][a-z0-9._+-]*[a-z0-9]|[a-z]")
+
+
+def analyze(text: str, analyzer: "Analyzer") -> Analysis:
+    """Lemmas, names, quantities, argument triples and predicate polarity of `text`."""
+    norm = _nfkc(text)
+    ms = analyzer.morphemes(norm)
+    a = Analysis(norm, bigrams=_bigrams(norm), quantities=extract_quantities(norm))
+    for m in ms:
+        if _is_content(m):
+            w = _word(m)
+            a.lemmas.add(w)
+            a.lemmas.add(m.surface.lower())
+            a.content.append((w, m.surface.lower(), _class(m)))
+        if m.pos2 == "固有名詞" and m.surface.strip():
+            a.names.append(m.surface.lower())
+    a.names += [w for w in _LATIN.findall(norm) if len(w) >= 2 and not w.isdigit()]
+    _predicates(ms, a)
+    return a
+
+
+def _predicates(ms: list["Morpheme"], a: Analysis) -> None:
+    """Fill `a.triples` and `a.polarity` from a morpheme sequence."""
+    pending: list[tuple[str, str]] = []  # (argument, case) waiting for their predicate
+    np_parts: list[str] = []
+    n = len(ms)
+    i = 0
+    while i < n:
+        m = ms[i]
+        if m.pos1 in ("名詞", "接頭辞") or (m.pos1 == "接尾辞" and np_parts):
+            # Noun phrase, or a copula predicate (学生だ / 学生です).
+            if m.pos1 == "名詞" and _next_is_copula(ms, i):
+                head = _word(m)
+                _close_predicate(ms, i, head, pending, a)
+                pending, np_parts = [], []
+                i += 1
+                continue
+            np_parts.append(_word(m) if m.pos1 == "名詞" else m.surface.lower())
+            i += 1
+            continue
+        if m.pos1 == "助詞" and np_parts:
+            arg = "".join(np_parts)
+            case = m.surface
+            if m.pos2 == "格助詞" and case in _CASE:
+                if case == "と" and i + 1 < n and ms[i + 1].pos1 == "動詞" and ms[i + 1].lemma in ("言う", "思う", "答える"):
+                    pass  # quotation と
+                else:
+                    pending.append((arg, case))
+            elif m.pos2 == "係助詞" and case == "は":
+                pending.append((arg, "は"))
+            np_parts = []
+            i += 1
+            continue
+        np_parts = []
+        is_pred = m.pos1 in ("動詞", "形容詞", "形状詞") and m.pos2 != "非自立可能" and m.pos2 != "助動詞語幹"
+        if m.lemma == "知れる" and i > 0 and ms[i - 1].surface == "も":
+            is_pred = False  # かもしれない: modality of the predicate before
+        if m.pos1 == "動詞" and m.pos2 == "非自立可能" and not _after_te(ms, i):
+            is_pred = m.lemma not in ("為る",) or bool(pending)
+        if is_pred:
+            _close_predicate(ms, i, m.lemma.lower(), pending, a)
+            pending = []
+        elif m.pos1 == "補助記号" and m.pos2 in ("句点", "読点") and m.surface != "、":
+            pending = []
+        i += 1
+
+
+def _next_is_copula(ms: list["Morpheme"], i: int) -> bool:
+    if i + 1 >= len(ms):
+        return False
+    nxt = ms[i + 1]
+    if nxt.pos1 != "助動詞" or nxt.lemma not in ("だ", "です"):
+        return False
+    # 静かな部屋 (attributive な) is not a predicate
+    return nxt.surface not in ("な", "の")
+
+
+def _after_te(ms: list["Morpheme"], i: int) -> bool:
+    return i > 0 and ms[i - 1].pos1 == "助詞" and ms[i - 1].surface in ("て", "で")
+
+
+def _close_predicate(ms, i: int, pred: str, pending: list[tuple[str, str]], a: Analysis) -> None:
+    negs = 0
+    hedged = False
+    passive = False
+    for k in range(i + 1, min(len(ms), i + 9)):
+        t = ms[k]
+        if t.pos1 == "補助記号":
+            break
+        if t.pos1 == "助動詞":
+            if t.lemma in _NEG_AUX and not hedged:  # かもしれない is not a negation
+                negs += 1
+            elif t.lemma in ("れる", "られる") and k == i + 1:
+                passive = True
+            if t.surface in _HEDGE_SURFACES or t.lemma == "らしい":
+                hedged = True
+            continue
+        if t.pos2 == "助動詞語幹" and t.lemma in ("そう", "様", "みたい"):
+            hedged = True
+            continue
+        if t.pos1 == "形容詞" and t.lemma == "無い" and k > i:
+            negs += 1
+            continue
+        if t.pos1 == "助詞":
+            if t.pos2 == "格助詞" and t.surface not in ("と",):
+                # 可能性が / かも: keep looking only for hedges right after
+                if not (k + 1 < len(ms) and ms[k + 1].lemma in _HEDGE_LEMMAS):
+                    break
+            continue
+        if t.lemma in _HEDGE_LEMMAS:
+            hedged = True
+            continue
+        if t.pos1 in ("動詞", "形容詞") and t.lemma in _PRED_TAIL_OK:
+            continue
+        if t.pos1 == "接尾辞":
+            continue
+        break
+    for arg, case in pending:
+        if passive:
+            # 花子が太郎に叩かれた = 太郎が花子を叩いた; passive に may also be a place.
+            case = {"が": "を", "は": "を", "に": "に*"}.get(case, case)
+        a.triples.add((arg, case, pred))
+    a.polarity.setdefault(pred, set()).add((negs % 2 == 1, hedged))
+
+
+# --------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------
+
+CHEAP_FEATURES = (
+    "coverage",  # weighted fraction of the claim's content words found in the premise
+    "bigram_coverage",  # fraction of the claim's character bigrams found in the premise
+    "uncovered_nouns",  # count, capped at 3
+    "uncovered_preds",  # count, capped at 3
+    "number_mismatch",  # claim quantities the premise lacks, capped at 2
+    "name_mismatch",  # claim proper nouns / Latin words the premise lacks, capped at 2
+    "role_conflict",  # claim triples whose case role differs from the premise's, capped at 2
+    "role_match",  # claim triples found verbatim in the premise, capped at 3
+    "negation_mismatch",  # shared predicates with opposite polarity, capped at 2
+    "modality_mismatch",  # claim asserts what the premise only hedges, capped at 2
+    "claim_words",  # log(1 + content words of the claim)
+)
+EMBED_FEATURES = CHEAP_FEATURES + ("cosine",)
+FEATURES = {"cheap": CHEAP_FEATURES, "embed": EMBED_FEATURES}
+
+
+def _in_text(word: str, premise: Analysis) -> bool:
+    return word in premise.lemmas or (len(word) >= 2 and word in premise.text)
+
+
+_SUBJECT = {"が", "は"}
+# Case pairs that contradict each other on the same argument and predicate.
+_ROLE_CONFLICTS = {("が", "を"), ("を", "が"), ("は", "を"), ("を", "は"), ("が", "に"), ("に", "が")}
+
+
+def _roles_agree(case: str, cases: set[str]) -> bool:
+    if case in cases:
+        return True
+    if case in _SUBJECT and cases & _SUBJECT:
+        return True
+    if case == "に*":
+        return bool(cases & {"が", "は", "に"})
+    return case in ("が", "は", "に") and "に*" in cases
+
+
+def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
+    """The cheap signals for one (premise, claim) pair, as named floats."""
+    weights = {"noun": 1.0, "pred": 1.0, "other": 0.5}
+    tot = cov = 0.0
+    unc_n = unc_p = 0
+    for lemma, surface, cls in claim.content:
+        w = weights[cls]
+        tot += w
+        if _in_text(lemma, premise) or _in_text(surface, premise):
+            cov += w
+        elif cls == "noun":
+            unc_n += 1
+        elif cls == "pred":
+            unc_p += 1
+    coverage = cov / tot if tot else 1.0
+    big = len(claim.bigrams & premise.bigrams) / len(claim.bigrams) if claim.bigrams else 1.0
+    nums = len(unmatched_quantities(claim.quantities, premise.quantities))
+    names = len({w for w in claim.names if w not in premise.text})
+    conflict = match = 0
+    prem_by_key: dict[tuple[str, str], set[str]] = {}
+    for arg, case, pred in premise.triples:
+        prem_by_key.setdefault((arg, pred), set()).add(case)
+    for arg, case, pred in claim.triples:
+        cases = prem_by_key.get((arg, pred))
+        if not cases:
+            continue
+        if _roles_agree(case, cases):
+            match += 1
+        elif any((case, pc) in _ROLE_CONFLICTS for pc in cases):
+            conflict += 1
+    neg = mod = 0
+    for pred, pol in claim.polarity.items():
+        prem = premise.polarity.get(pred)
+        if not prem:
+            continue
+        for negated, hedged in pol:
+            if not any(pn == negated for pn, _ in prem):
+                neg += 1
+            elif not hedged and all(ph for pn, ph in prem if pn == negated):
+                mod += 1
+    return {
+        "coverage": coverage,
+        "bigram_coverage": big,
+        "uncovered_nouns": float(min(unc_n, 3)),
+        "uncovered_preds": float(min(unc_p, 3)),
+        "number_mismatch": float(min(nums, 2)),
+        "name_mismatch": float(min(names, 2)),
+        "role_conflict": float(min(conflict, 2)),
+        "role_match": float(min(match, 3)),
+        "negation_mismatch": float(min(neg, 2)),
+        "modality_mismatch": float(min(mod, 2)),
+        "claim_words": math.log1p(len(claim.content)),
+    }
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+def _logit(p: float, eps: float = 1e-4) -> float:
+    p = min(max(p, eps), 1 - eps)
+    return math.log(p / (1 - p))
+
+
+def linear_probability(model: dict, x: Sequence[float]) -> float:
+    """sigmoid(coef · standardized(x) + intercept) for a fitted entry of `FITTED`."""
+    if not model.get("coef"):
+        return _fallback_probability(x)
+    z = model["intercept"]
+    for v, mu, sc, w in zip(x, model["mean"], model["scale"], model["coef"]):
+        z += w * (v - mu) / (sc or 1.0)
+    return _sigmoid(z)
+
+
+def _fallback_probability(x: Sequence[float]) -> float:
+    """Hand weights used only before the first fit (coverage minus mismatches)."""
+    f = dict(zip(EMBED_FEATURES, x))
+    z = 6 * (f["coverage"] - 0.8) - 2.5 * (f["number_mismatch"] + f["name_mismatch"] + f["role_conflict"])
+    z -= 2.0 * (f["negation_mismatch"] + f["modality_mismatch"])
+    return _sigmoid(z)
+
+
+# --------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The checker's finding on one answer sentence."""
+
+    sentence: AnswerSentence
+    label: Label
+    score: float  # calibrated P(the cited sources support the sentence); for uncited, the best source's
+    cited: tuple[int, ...]  # source numbers the sentence cites (only those that exist)
+    fixed_citations: tuple[int, ...]  # sources that do support it (supported: the needed citations)
+    reasons: tuple[str, ...]  # short Japanese reasons for a flag: 数値の不一致: 13B
+    spans: tuple[Span, ...]  # best-matching sentence inside each cited chunk, for highlighting
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.sentence.text,
+            "start": self.sentence.start,
+            "end": self.sentence.end,
+            "citations": list(self.sentence.citations),
+            "verdict": self.label,
+            "score": round(self.score, 4),
+            "fixed_citations": list(self.fixed_citations),
+            "reasons": list(self.reasons),
+            "spans": [
+                {"path": s.path, "start": s.start, "end": s.end, "lines": list(s.lines)} for s in self.spans
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class CheckedAnswer:
+    verdicts: list[Verdict]
+    citation_recall: float  # ALCE: share of sentences whose citations together support them
+    citation_precision: float  # ALCE: share of citations that are needed and support their sentence
+    supported_fraction: float  # share of sentences supported (by their citations or another source)
+
+    def to_dict(self) -> dict:
+        return {
+            "citation_recall": round(self.citation_recall, 4),
+            "citation_precision": round(self.citation_precision, 4),
+            "supported_fraction": round(self.supported_fraction, 4),
+            "sentences": [v.to_dict() for v in self.verdicts],
+        }
+
+
+# --------------------------------------------------------------------------
+# The checker
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Premise:
+    """A source, analysed once per check: sentences, their analyses and embeddings."""
+
+    spans: list[tuple[int, int]]  # sentence spans inside the text (evidence only)
+    sentences: list[Analysis]
+    whole: Analysis
+    vectors: np.ndarray | None = None  # one row per sentence
+
+
+class CitationChecker:
+    """Tests answer sentences against the sources they cite.
+
+    `settings` supplies `citation_threshold` (calibrated, default from the fit)
+    and `citation_llm_judge` (ask `judge` for uncertain claims). `embedder` is any
+    `Embedder` (None: the embedding feature is dropped and the weights fitted
+    without it are used). `judge(premise, claim)` returns P(supported) in [0, 1].
+    """
+
+    def __init__(self, settings=None, embedder: "Embedder | None" = None, judge: Judge | None = None,
+                 analyzer: "Analyzer | None" = None):
+        from pipeline.japanese import default_analyzer
+
+        self.settings = settings
+        self.embedder = embedder
+        self.judge = judge
+        self.analyzer = analyzer or default_analyzer()
+        self.mode = "embed" if embedder is not None else "cheap"
+        fitted_threshold = FITTED.get("threshold", {}).get(self.mode, DEFAULT_THRESHOLD)
+        self.threshold = float(getattr(settings, "citation_threshold", None) or fitted_threshold)
+        self.use_judge = judge is not None and bool(getattr(settings, "citation_llm_judge", True))
+        self.judge_calls = 0
+
+    # ---- one pair ---------------------------------------------------------
+
+    def _premise(self, text: str) -> _Premise:
+        spans = [(s, e) for s, e in _sentence_spans(text) if not is_instruction(text[s:e])]
+        sentences = [analyze(text[s:e], self.analyzer) for s, e in spans]
+        whole = Analysis.merge(sentences) if sentences else Analysis("")
+        vectors = None
+        if self.embedder is not None and spans:
+            vectors = np.asarray(self.embedder.embed_passages([text[s:e] for s, e in spans]))
+        return _Premise(spans, sentences, whole, vectors)
+
+    def _claim_vector(self, claim: str) -> np.ndarray | None:
+        if self.embedder is None:
+            return None
+        return np.asarray(self.embedder.embed_passages([claim]))[0]
+
+    def features(self, premise: str, claim: str) -> dict[str, float]:
+        """Named feature values for a pair (for inspection and for fitting)."""
+        p = self._premise(premise)
+        c = claim_text(claim)
+        return self._features([p], analyze(c, self.analyzer), self._claim_vector(c))
+
+    def _features(self, premises: Sequence[_Premise], claim: Analysis, cvec) -> dict[str, float]:
+        whole = premises[0].whole if len(premises) == 1 else Analysis.merge([p.whole for p in premises])
+        f = cheap_features(whole, claim)
+        if self.embedder is not None:
+            best = 0.0
+            for p in premises:
+                if p.vectors is not None and len(p.vectors) and cvec is not None:
+                    best = max(best, float(np.max(p.vectors @ cvec)))
+            f["cosine"] = best
+        return f
+
+    def _probability(self, f: dict[str, float]) -> float:
+        names = FEATURES[self.mode]
+        return linear_probability(FITTED.get(self.mode, {}), [f[n] for n in names])
+
+    def _with_judge(self, p: float, premise: str, claim: str) -> float:
+        if not self.use_judge or not (JUDGE_BAND[0] <= p <= JUDGE_BAND[1]):
+            return p
+        self.judge_calls += 1
+        pj = float(self.judge(premise, claim))
+        jm = FITTED.get("judge", {"coef": [1.0, 1.0], "intercept": 0.0})
+        return _sigmoid(jm["intercept"] + jm["coef"][0] * _logit(p) + jm["coef"][1] * _logit(pj))
+
+    def cheap_support(self, premise: str, claim: str) -> float:
+        """Calibrated probability from the cheap signals (and the embedder) alone."""
+        return self._probability(self.features(premise, claim))
+
+    def support(self, premise: str, claim: str) -> float:
+        """Calibrated probability that `premise` supports `claim` (markers in `claim` ignored)."""
+        c = claim_text(claim)
+        p = self._probability(self.features(premise, c))
+        return self._with_judge(p, premise, c)
+
+    # ---- whole answers ----------------------------------------------------
+
+    def check(self, answer: str, sources: list[Source]) -> CheckedAnswer:
+        """A verdict per answer sentence that asserts something, plus ALCE recall/precision."""
+        by_number = {s.number: s for s in sources}
+        premises = {s.number: self._premise(s.chunk.text) for s in sources}
+        verdicts: list[Verdict] = []
+        for sent in parse_answer(answer):
+            if not has_claim(sent.text):
+                continue
+            verdicts.append(self._verdict(sent, by_number, premises))
+        return _summarize(verdicts)
+
+    def _score(self, numbers: Sequence[int], premises: dict[int, _Premise], claim: Analysis, cvec,
+               claim_str: str, by_number: dict[int, Source], judge: bool = True) -> tuple[float, dict]:
+        ps = [premises[n] for n in numbers]
+        f = self._features(ps, claim, cvec)
+        p = self._probability(f)
+        if judge:
+            text = "\n".join(by_number[n].chunk.text for n in numbers)
+            p = self._with_judge(p, text, claim_str)
+        return p, f
+
+    def _verdict(self, sent: AnswerSentence, by_number: dict[int, Source], premises: dict[int, _Premise]) -> Verdict:
+        c = claim_text(sent.text)
+        claim = analyze(c, self.analyzer)
+        cvec = self._claim_vector(c)
+        cited = tuple(n for n in sent.citations if n in by_number)
+        reasons: list[str] = []
+        missing = [n for n in sent.citations if n not in by_number]
+        if missing:
+            reasons.append("存在しない出典番号: " + ", ".join(f"[{n}]" for n in missing))
+
+        def best_other(exclude: Sequence[int]) -> tuple[int | None, float]:
+            best_n, best_p = None, 0.0
+            for n in by_number:
+                if n in exclude:
+                    continue
+                p, _ = self._score([n], premises, claim, cvec, c, by_number, judge=False)
+                if p > best_p:
+                    best_n, best_p = n, p
+            if best_n is not None and best_p >= self.threshold * 0.8 and self.use_judge:
+                best_p, _ = self._score([best_n], premises, claim, cvec, c, by_number)
+            return best_n, best_p
+
+        if not cited:
+            n, p = best_other(())
+            fixed = (n,) if n is not None and p >= self.threshold else ()
+            reasons.append("出典が付いていません")
+            return Verdict(sent, "uncited", p, (), fixed, tuple(reasons), ())
+
+        p, f = self._score(cited, premises, claim, cvec, c, by_number)
+        spans = tuple(self._best_span(by_number[n], premises[n], claim, cvec) for n in cited)
+        spans = tuple(s for s in spans if s is not None)
+        if p >= self.threshold:
+            # ALCE precision: a citation is needed unless the others do without it.
+            needed = []
+            for n in cited:
+                alone, _ = self._score([n], premises, claim, cvec, c, by_number, judge=False)
+                rest = [m for m in cited if m != n]
+                if alone >= self.threshold:
+                    needed.append(n)
+                elif rest:
+                    without, _ = self._score(rest, premises, claim, cvec, c, by_number, judge=False)
+                    if without < self.threshold:
+                        needed.append(n)
+                else:
+                    needed.append(n)
+            return Verdict(sent, "supported", p, cited, tuple(needed), tuple(reasons), spans)
+        reasons += _reasons(f, claim, Analysis.merge([premises[n].whole for n in cited]))
+        n, q = best_other(cited)
+        if n is not None and q >= self.threshold:
+            reasons.append(f"[{n}] が裏付けています")
+            return Verdict(sent, "supported_by_other", p, cited, (n,), tuple(reasons), spans)
+        return Verdict(sent, "unsupported", p, cited, (), tuple(reasons), spans)
+
+    def _best_span(self, source: Source, premise: _Premise, claim: Analysis, cvec) -> Span | None:
+        if not premise.spans:
+            return None
+        scores = []
+        for k, a in enumerate(premise.sentences):
+            f = cheap_features(a, claim)
+            s = f["coverage"] + f["bigram_coverage"]
+            if premise.vectors is not None and cvec is not None:
+                s += float(premise.vectors[k] @ cvec)
+            scores.append(s)
+        k = int(np.argmax(scores))
+        s, e = premise.spans[k]
+        return span_in_chunk(source.chunk, s, e)
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    from pipeline.japanese import split_sentences
+
+    return split_sentences(text) or ([(0, len(text))] if text.strip() else [])
+
+
+def _reasons(f: dict[str, float], claim: Analysis, premise: Analysis) -> list[str]:
+    out = []
+    if f["number_mismatch"]:
+        qs = unmatched_quantities(claim.quantities, premise.quantities)
+        out.append("数値が資料と一致しません: " + "、".join(q.surface for q in qs))
+    if f["name_mismatch"]:
+        names = sorted({w for w in claim.names if w not in premise.text})
+        out.append("資料にない固有名詞: " + "、".join(names))
+    if f["role_conflict"]:
+        out.append("誰が何をしたか (格関係) が資料と食い違います")
+    if f["negation_mismatch"]:
+        out.append("肯定・否定が資料と逆です")
+    if f["modality_mismatch"]:
+        out.append("資料は断定していません")
+    if f["coverage"] < 0.6 and not out:
+        missing = [s for w, s, _ in claim.content if not (_in_text(w, premise) or _in_text(s, premise))]
+        out.append("資料にない語: " + "、".join(dict.fromkeys(missing)))
+    if not out:
+        out.append("資料の内容から言えません")
+    return out
+
+
+def _summarize(verdicts: list[Verdict]) -> CheckedAnswer:
+    if not verdicts:
+        return CheckedAnswer([], 1.0, 1.0, 1.0)
+    recall = sum(v.label == "supported" for v in verdicts) / len(verdicts)
+    n_cit = sum(len(v.cited) for v in verdicts)
+    good = sum(len(v.fixed_citations) for v in verdicts if v.label == "supported")
+    precision = good / n_cit if n_cit else 0.0
+    supported = sum(v.label in ("supported", "supported_by_other") for v in verdicts) / len(verdicts)
+    return CheckedAnswer(verdicts, recall, precision, supported)
+
+
+def _with_citations(text: str, numbers: Sequence[int]) -> str:
+    """`text` with its markers replaced by ``[n]`` for `numbers` (placed before the full stop)."""
+    from pipeline.answer.citations import CITATION_MARKER
+
+    bare = CITATION_MARKER.sub("", text).rstrip()
+    marks = "".join(f"[{n}]" for n in numbers)
+    m = re.search(r"[。．.!?！？]+$", bare)
+    if m:
+        return bare[: m.start()] + marks + bare[m.start():]
+    return bare + marks
+
+
+def apply_policy(checked: CheckedAnswer, answer: str, policy: Policy = "annotate",
+                 refuse_below: float = DEFAULT_REFUSE_BELOW) -> tuple[str, bool]:
+    """The answer as shown, and whether it was refused.
+
+    * annotate: unsupported sentences get 〔資料で未確認〕, uncited ones 〔出典なし〕 (or the
+      citation of the source that supports them); wrong citations are replaced by the right one.
+    * strip: unsupported and unfixable uncited sentences are removed; citations fixed as above.
+    * refuse: 「資料では裏付けられません。」 when less than `refuse_below` of the sentences are
+      supported; otherwise as annotate.
+    """
+    if policy not in ("annotate", "strip", "refuse"):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"citation_policy は annotate / strip / refuse のどれかです: {policy!r}")
+    if policy == "refuse" and checked.verdicts and checked.supported_fraction < refuse_below:
+        return REFUSAL, True
+    pieces: list[str] = []
+    pos = 0
+    for v in sorted(checked.verdicts, key=lambda v: v.sentence.start):
+        s = v.sentence
+        pieces.append(answer[pos:s.start])
+        pos = s.end
+        text = s.text
+        if v.label == "supported":
+            pieces.append(text)
+        elif v.label == "supported_by_other" or (v.label == "uncited" and v.fixed_citations):
+            pieces.append(_with_citations(text, v.fixed_citations))
+        elif policy == "strip":
+            continue
+        else:
+            mark = MARK_UNCITED if v.label == "uncited" else MARK_UNSUPPORTED
+            pieces.append(text + mark)
+    pieces.append(answer[pos:])
+    out = "".join(pieces)
+    if policy == "strip":
+        out = re.sub(r"\n{3,}", "\n\n", out).strip()
+    return out, False
