@@ -99,7 +99,9 @@ class Answerer:
     def _packed_corpus(self, priority: list[str] | None = None, budget: int | None = None) -> "_Packed":
         docs = list(self.index.documents.values())
         budget = budget if budget is not None else 10**12
-        packed = pack_documents(docs, self.backend.count_tokens if budget < 10**12 else len, budget, priority)
+        packed = pack_documents(
+            docs, self.backend.count_tokens if budget < 10**12 else len, budget, priority, _display
+        )
         text = render_sources(packed.sources, _display)
         return Answerer._Packed(packed.sources, text, packed.tokens, packed.dropped)
 

@@ -61,7 +61,11 @@ class PackedDocuments:
 
 
 def pack_documents(
-    docs: Sequence[StoredDocument], count_tokens, budget: int, priority: Sequence[str] | None = None
+    docs: Sequence[StoredDocument],
+    count_tokens,
+    budget: int,
+    priority: Sequence[str] | None = None,
+    display_path=lambda p: p,
 ) -> PackedDocuments:
     """Whole documents up to `budget` tokens.
 
@@ -76,7 +80,7 @@ def pack_documents(
         d = by_path.get(path)
         if d is None:
             continue
-        n = count_tokens(d.text) + 24  # header and fence
+        n = count_tokens(render_source(Source(0, document_chunk(d)), display_path)) + 2
         if used + n > budget:
             continue
         chosen.append(d)

@@ -34,6 +34,7 @@ def _offline_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def resolve_model_path(settings: "Settings") -> str:
@@ -56,15 +57,18 @@ class SentenceTransformerEmbedder:
         self.batch_size = settings.embed_batch_size
         path = resolve_model_path(settings)
         try:
+            import transformers
             from sentence_transformers import SentenceTransformer
 
+            transformers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.set_verbosity_error()
             self.model = SentenceTransformer(path, device="cpu")
         except Exception as err:
             raise ModelUnavailable(
                 f"埋め込みモデルを読み込めません: {path} ({err})\n"
                 "ローカルにあるモデルのパスを設定 embed_model に指定してください。"
             ) from err
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension())
         self._tokenizer = self.model.tokenizer
 
     def count_tokens(self, text: str) -> int:

@@ -1,0 +1,106 @@
+"""The answering engine with a fake LLM: routing, packing, fallback, the JSON shape."""
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from pipeline.answer.backends.base import FAKE_INFO, FakeBackend
+from pipeline.answer.engine import Answerer, answer_to_dict
+from pipeline.index.snapshot import open_index
+from pipeline.ingest.sync import Ingestor
+from tests.conftest import hash_settings
+
+
+@pytest.fixture
+def demo_index(tmp_path, notes):
+    settings = hash_settings(tmp_path / "idx", top_k=2)
+    Ingestor(settings, tmp_path / "idx").run([notes])
+    return settings, open_index(settings)
+
+
+def source_number_for(prompt: str, needle: str) -> int:
+    """The [n] the prompt gave to the source that contains `needle`."""
+    for m in re.finditer(r'<資料 番号="(\d+)"[^>]*>\n(.*?)</資料>', prompt, re.S):
+        if needle in m.group(2):
+            return int(m.group(1))
+    raise AssertionError(f"{needle!r} not in the prompt")
+
+
+def n_sources(prompt: str) -> int:
+    return len(re.findall(r'<資料 番号="\d+"', prompt))
+
+
+def answering(needle: str, answer: str):
+    def handler(prompt: str) -> str:
+        n = source_number_for(prompt, needle)
+        return f" 「{needle}」[{n}]\n回答: {answer}[{n}]"
+
+    return handler
+
+
+def test_retrieve_mode_cites_the_right_file(demo_index):
+    settings, index = demo_index
+    fake = FakeBackend(answering("既定のポートは11434", "Ollamaの既定のポートは11434です。"))
+    answer = Answerer(settings, index, fake).ask("Ollamaの既定のポートは？", mode="retrieve")
+    data = answer_to_dict(answer)
+    assert data["mode"] == "retrieve"
+    assert {"answer", "mode", "route", "sources", "sentences"} <= set(data)
+    cited = [s for s in data["sources"] if s["cited"]]
+    assert [s["path"].rsplit("/", 1)[-1] for s in cited] == ["ollama.md"]
+    assert data["sentences"][0]["citations"] == [cited[0]["number"]]
+    assert data["route"]["reasons"]
+    # Retrieved chunks are put back in document order.
+    keys = [(s["path"], s["start"]) for s in data["sources"]]
+    assert keys == sorted(keys)
+
+
+def test_long_context_prefix_is_byte_identical_and_question_last(demo_index):
+    settings, index = demo_index
+    fake = FakeBackend(lambda p: "回答: 資料からは分かりません。")
+    answerer = Answerer(settings, index, fake)
+    answerer.ask("一つ目の質問は？", mode="long-context")
+    answerer.ask("まったく別の二つ目の質問は？", mode="long-context")
+    first, second = fake.prompts
+    q1, q2 = first.index("一つ目の質問"), second.index("まったく別の二つ目")
+    assert first[:q1] == second[:q2]  # everything before the question is stable
+    assert n_sources(first) == len(index.documents)
+
+
+def test_unanswerable_retrieve_answer_retries_with_long_context(demo_index, monkeypatch):
+    settings, index = demo_index
+
+    def handler(prompt):
+        if n_sources(prompt) < len(index.documents):
+            return "回答: 資料からは分かりません。"
+        n = source_number_for(prompt, "4bit量子化")
+        return f"「4bit量子化で約4GB」[{n}]\n回答: 約4GBです。[{n}]"
+
+    answerer = Answerer(settings, index, FakeBackend(handler))
+    # A confident, pointed question over a corpus bigger than the retrieved chunks.
+    monkeypatch.setattr(answerer, "_retrieve", lambda q: (index.sparse(q, 1), 1.0))
+    answer = answerer.ask("7Bモデルのメモリは？")
+    assert answer.fallback_from == "retrieve" and answer.mode == "long-context"
+    assert any("Self-Route" in r for r in answer.route.reasons)
+    assert "4GB" in answer.answer
+
+
+def test_corpus_larger_than_the_window_packs_the_best_documents(demo_index):
+    settings, index = demo_index
+    corpus_tokens = Answerer(settings, index, FakeBackend(str)).corpus_tokens()
+    window = 400 + settings.answer_tokens + int(corpus_tokens * 0.7)  # most, not all, of the corpus fits
+    small = FakeBackend(lambda p: "回答: 資料からは分かりません。", info=replace(FAKE_INFO, context_window=window))
+    answer = Answerer(settings, index, small).ask("Ollamaのポートは？", mode="long-context")
+    assert answer.mode == "top-documents"
+    assert 0 < len(answer.sources) < len(index.documents)
+    assert any(s.chunk.path.endswith("ollama.md") for s in answer.sources)
+
+
+def test_extractive_backend_quotes_sources_and_is_labelled(demo_index):
+    from pipeline.answer.backends import load_backend
+
+    settings, index = demo_index
+    answer = Answerer(settings, index, load_backend(settings, "extractive")).ask("Ollamaの既定のポートは？", mode="retrieve")
+    assert "抽出" in answer.raw_answer
+    assert "11434" in answer.raw_answer
+    assert re.search(r"\[\d+\]", answer.raw_answer)
