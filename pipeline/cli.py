@@ -89,6 +89,20 @@ class _LogReporter:
     def stop(self) -> None: ...
 
 
+class _QuietReporter(_LogReporter):
+    """--quiet: the one `rag-ingest {json}` line on stdout is the whole output."""
+
+    def start(self, total: int) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+
+def _ingest_line(status: str, index_dir: str, **fields) -> str:
+    """The structured log line of one `rag ingest --quiet` run (parse everything after the prefix)."""
+    line = {"status": status, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields, "index": index_dir}
+    return "rag-ingest " + json.dumps(line, ensure_ascii=False)
+
+
 @app.command()
 def ingest(
     paths: List[Path] = typer.Argument(..., help="取り込むファイルやフォルダ。"),
@@ -96,28 +110,50 @@ def ingest(
     as_json: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="進捗バーを出さず、1 行のログだけ (cron 向け)。"),
     wait: float = typer.Option(0.0, "--wait", help="別の取り込みが実行中なら最大この秒数だけ待つ。"),
+    skip_if_locked: bool = typer.Option(
+        False, "--skip-if-locked",
+        help="別の取り込みが実行中なら (--wait の後も) 何もせず終了コード 0 で終わる (cron 向け)。",
+    ),
 ):
     """フォルダを取り込み、変更されたファイルだけを埋め込み直す。
 
     例: rag ingest corpora/demo --index indexes/demo --json
+    cron: rag ingest ~/notes --index ~/.local/share/rag/notes --quiet --skip-if-locked
     """
+    from pipeline.errors import IndexLocked
     from pipeline.ingest.sync import Ingestor
 
     settings = _settings(index)
     interactive = sys.stderr.isatty() and not quiet and not as_json
-    reporter = _RichReporter() if interactive else _LogReporter()
+    reporter = _RichReporter() if interactive else _QuietReporter() if quiet else _LogReporter()
     try:
         summary = Ingestor(settings, Path(settings.index_dir)).run(paths, reporter, wait=wait)
+    except IndexLocked as err:
+        if not skip_if_locked:
+            if quiet:
+                typer.echo(_ingest_line("error", err.index_dir, exit_code=err.exit_code, error=str(err)))
+            raise
+        message = "skipped: another ingest is running (別の取り込みが実行中のためスキップしました)"
+        if quiet:
+            typer.echo(_ingest_line("locked", err.index_dir, message=message))
+        elif as_json:
+            _echo_json({"status": "locked", "index_dir": err.index_dir, "message": message})
+        else:
+            typer.echo(f"{message}: {err.index_dir}", err=True)
+        return
+    except Exception as err:
+        if quiet:  # cron logs get a parseable line for failures too; the exit code stays non-zero
+            code = err.exit_code if isinstance(err, RagError) else 1
+            typer.echo(_ingest_line("error", str(settings.index_dir), exit_code=code, error=str(err)))
+        raise
     finally:
         reporter.stop()
     data = summary.to_dict()
     if as_json:
         _echo_json(data)
     elif quiet:
-        line = {k: data[k] for k in ("added", "changed", "deleted", "unchanged", "embedded_chunks", "documents", "chunks", "seconds")}
-        line["skipped"] = data["skipped"]
-        line["index"] = data["index_dir"]
-        typer.echo("rag-ingest " + json.dumps(line, ensure_ascii=False))
+        keys = ("added", "changed", "deleted", "unchanged", "embedded_chunks", "documents", "chunks", "seconds", "skipped", "warnings")
+        typer.echo(_ingest_line("ok", data["index_dir"], **{k: data[k] for k in keys}))
     else:
         typer.echo(
             f"追加 {summary.added} / 変更 {summary.changed} / 削除 {summary.deleted} / "
@@ -210,6 +246,8 @@ def _render_answer(data: dict, explain: bool) -> None:
     marks = {"supported": "", "supported_by_other": " [yellow](引用を修正)[/]", "unsupported": " [red](資料で裏付けられない)[/]", "uncited": " [red](引用なし)[/]"}
     console.print(f"[bold]回答[/] ({data['backend']}, モード {data['mode']}"
                   + (f", {data['fallback_from']} から再試行" if data["fallback_from"] else "") + ")")
+    if data.get("label"):
+        console.print(escape(data["label"]))
     if data["refused"] or not data["sentences"] or all(s.get("verdict") is None for s in data["sentences"]):
         console.print(escape(data["answer"]))
     else:
@@ -265,6 +303,45 @@ def status(index: Optional[Path] = IndexOpt, as_json: bool = JsonOpt):
             lines.append(f"  {label}: {_display_path(p)}")
     typer.echo("\n".join(lines))
 
+
+
+@eval_app.command("citations")
+def eval_citations(
+    data_dir: Path = typer.Argument(..., help="pairs.jsonl (premise, hypothesis, label) のあるフォルダ。"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="先頭 N 組だけ評価する。"),
+    split: str = typer.Option("all", "--split", help="all | tune | holdout (重みの調整に使った半分 / 使っていない半分)。"),
+    no_embedder: bool = typer.Option(False, "--no-embedder", help="埋め込みを使わず、安い特徴だけで判定する。"),
+    llm_judge: bool = typer.Option(False, "--llm-judge", help="迷う組だけ LLM に「はい/いいえ」を聞く (設定の llm_backend)。"),
+    as_json: bool = JsonOpt,
+):
+    """引用チェッカーを含意ペアで評価する (entailment = 裏付けあり): AUROC、正解率、
+    「裏付けなし」の適合率・再現率、1 組あたりの秒数。
+
+    例: rag eval citations ../shared/evaldata/jnli_v1.3_valid --limit 200 --json
+    """
+    from pipeline.evaluation.citations import run_eval
+
+    if split not in ("all", "tune", "holdout"):
+        raise typer.BadParameter("all | tune | holdout", param_hint="--split")
+    settings = _settings()
+    judge = None
+    if llm_judge:
+        from pipeline.answer.backends import load_backend
+        from pipeline.answer.checker import llm_judge as make_judge
+
+        judge = make_judge(load_backend(settings))
+    progress = None if as_json else (lambda n: typer.echo(f"  {n} 組…", err=True))
+    ev = run_eval(settings, data_dir, limit=limit, split=split, use_embedder=not no_embedder,
+                  judge=judge, progress=progress)
+    if as_json:
+        _echo_json(ev.to_dict())
+        return
+    typer.echo(
+        f"{data_dir}: {ev.n} 組 (裏付けあり {ev.supported}), 判定 {ev.mode}, しきい値 {ev.threshold:.2f}\n"
+        f"  AUROC {ev.auroc:.3f}  正解率 {ev.accuracy:.3f}  "
+        f"裏付けなしの適合率 {ev.precision_unsupported:.3f} / 再現率 {ev.recall_unsupported:.3f}\n"
+        f"  1 組 {ev.seconds_per_pair * 1000:.1f} ms" + (f", LLM 判定 {ev.judge_calls} 回" if ev.judge_calls else "")
+    )
 
 
 def main() -> None:

@@ -100,7 +100,13 @@ def test_extractive_backend_quotes_sources_and_is_labelled(demo_index):
     from pipeline.answer.backends import load_backend
 
     settings, index = demo_index
-    answer = Answerer(settings, index, load_backend(settings, "extractive")).ask("Ollamaの既定のポートは？", mode="retrieve")
-    assert "抽出" in answer.raw_answer
+    from pipeline.answer.checker import CitationChecker
+
+    checker = CitationChecker(settings, embedder=None)
+    answer = Answerer(settings, index, load_backend(settings, "extractive"), checker).ask("Ollamaの既定のポートは？", mode="retrieve")
+    assert "抽出" in answer.answer  # clearly labelled
     assert "11434" in answer.raw_answer
     assert re.search(r"\[\d+\]", answer.raw_answer)
+    # Quoted verbatim, so every sentence is supported by what it cites.
+    data = answer_to_dict(answer)
+    assert data["sentences"] and all(s["verdict"] == "supported" for s in data["sentences"])

@@ -240,8 +240,15 @@ class Answerer:
         from pipeline.answer.backends.extractive import extractive_answer
         from pipeline.japanese import default_analyzer
 
+        from pipeline.answer.backends.extractive import EXTRACTIVE_LABEL
+
         text = extractive_answer(question, [(s.number, s.chunk.text) for s in sources], default_analyzer())
-        return self._finish(question, route, sources, text, "", policy, None)
+        # The label says how the answer was made; it is not a claim to check.
+        body = text.removeprefix(EXTRACTIVE_LABEL).strip()
+        answer = self._finish(question, route, sources, body, "", policy, None)
+        answer.extra["label"] = EXTRACTIVE_LABEL
+        answer.answer = f"{EXTRACTIVE_LABEL}\n{answer.answer}"
+        return answer
 
     def _finish(self, question, route, sources, answer_text, evidence, policy, completion) -> Answer:
         from pipeline.answer.checker import apply_policy
@@ -323,6 +330,7 @@ def answer_to_dict(a: Answer) -> dict:
         ],
         "seconds": a.seconds,
         "tokens_read": a.tokens_read,
+        "label": a.extra.get("label"),
     }
 
 
