@@ -38,6 +38,7 @@ __all__ = [
     "PreparedIndex",
     "RetrievalReport",
     "doc_filename",
+    "eval_index",
     "evaluate_retrieval",
     "prepare_index",
     "rank_documents",
@@ -279,6 +280,27 @@ def prepare_index(
         }
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
         return PreparedIndex(index_dir, doc_of_file, meta["indexing_s"], False, summary.chunks, skipped)
+
+
+def eval_index(
+    settings: "Settings",
+    ds: RetrievalDataset,
+    progress: EvalProgress | None = None,
+) -> tuple["IndexSnapshot", Callable[[str], str]]:
+    """The evaluation index of `ds` (built once, cached) and chunk path -> doc_id.
+
+    The snapshot's `settings` point at the cached index (embedded Chroma), so anything
+    built from them (an answerer, a retriever) reads this index, not the user's.
+    """
+    from pipeline.index.snapshot import IndexSnapshot
+
+    cache = VectorCache(Path(settings.cache_dir) / "eval" / VECTOR_CACHE)
+    embedder = CachingEmbedder(settings, cache)
+    prepared = prepare_index(ds, settings, embedder, progress)
+    snapshot = IndexSnapshot(
+        eval_settings(settings, prepared.index_dir), prepared.index_dir, embedder=embedder
+    )
+    return snapshot, prepared.doc_id
 
 
 def _safe_name(name: str) -> str:

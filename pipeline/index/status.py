@@ -26,6 +26,13 @@ def _dir_size(path: Path) -> int:
     return total
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     index_dir = Path(index_dir or settings.index_dir)
     manifest = Manifest.load(index_dir)
@@ -49,7 +56,14 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     roots = [Path(r) for r in (last_run or {}).get("roots", [])]
     if roots:
         found = scan(roots)
-        new_files = [str(f) for f in found.files if str(f) not in manifest.documents and in_scope(str(f), roots)]
+        # A file the last ingest skipped (and named) is new work only once it changes again.
+        skipped = {s["path"] for s in (last_run or {}).get("skipped", [])}
+        started = (last_run or {}).get("started_at", 0.0)
+        new_files = [
+            str(f) for f in found.files
+            if str(f) not in manifest.documents and in_scope(str(f), roots)
+            and not (str(f) in skipped and _mtime(f) < started)
+        ]
 
     chars = sum(d.chars for d in manifest.documents.values())
     embed_tokens = sum(d.tokens for d in manifest.documents.values())

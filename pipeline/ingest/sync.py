@@ -6,14 +6,18 @@ Order of work, chosen so that a SIGKILL at any point leaves a usable index:
 3. the manifest is replaced atomically — this is the commit point;
 4. vectors and files no longer referenced are removed.
 A run that finds the in-progress marker of a killed run also sweeps its orphans.
+
+Tests kill a run at named stages through `_fault_point` (env RAG_FAULT_AT="stage:n").
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
 CHUNKER_VERSION = 1
 EMBED_BATCH = 64
 KEEP_SNAPSHOTS = 2
+SNAPSHOT_GRACE_S = 600  # a superseded snapshot stays this long for readers that opened it
+DEFAULT_MAX_FILE_MB = 20
 
 
 class Reporter(Protocol):
@@ -66,6 +72,7 @@ class IngestSummary:
     deleted: int = 0
     unchanged: int = 0
     skipped: list[dict] = field(default_factory=list)  # {path, reason}
+    warnings: list[dict] = field(default_factory=list)  # {path, warning}: indexed, but lossy
     embedded_chunks: int = 0
     removed_chunks: int = 0
     documents: int = 0
@@ -187,6 +194,7 @@ class Ingestor:
         docs: dict[str, DocEntry] = dict(old.documents)
         todo: list[tuple[Path, os.stat_result]] = []
         seen: set[str] = set()
+        max_mb = getattr(self.settings, "max_file_mb", DEFAULT_MAX_FILE_MB)
         for f in found.files:
             key = str(f)
             seen.add(key)
@@ -200,6 +208,9 @@ class Ingestor:
             if entry and same_fp and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
                 summary.unchanged += 1
                 continue
+            if max_mb and st.st_size > max_mb * 1_000_000:
+                summary.skipped.append({"path": key, "reason": _too_big(st.st_size, max_mb)})
+                continue
             todo.append((f, st))
 
         deleted = [
@@ -212,6 +223,7 @@ class Ingestor:
 
         if todo or deleted:
             write_atomic(self.index_dir / IN_PROGRESS, str(os.getpid()))
+            _fault_point("after_marker")
         reporter.start(len(todo))
         for f, st in todo:
             key = str(f)
@@ -245,11 +257,14 @@ class Ingestor:
         if changed or old.snapshot is None or old.fingerprint != fp:
             new.generation = old.generation + 1
             new.snapshot = self._write_snapshot(new)
+            _fault_point("before_manifest")
         if new.documents != old.documents or new.snapshot != old.snapshot:
             new.save(self.index_dir)  # commit point
+            _fault_point("after_manifest")
 
         if changed or recovering:
             summary.removed_chunks = self._sweep(new, old, full=recovering)
+            _fault_point("after_sweep")
         (self.index_dir / IN_PROGRESS).unlink(missing_ok=True)
 
         summary.documents = len(new.documents)
@@ -266,6 +281,8 @@ class Ingestor:
         from pipeline.ingest.readers import read_document
 
         doc = read_document(f)
+        if doc.metadata.get("warning"):
+            summary.warnings.append({"path": doc.path, "warning": doc.metadata["warning"]})
         if entry and entry.hash == doc.content_hash and entry.chunk_file == chunk_file_for(
             doc.path, doc.content_hash, fp
         ):
@@ -289,6 +306,7 @@ class Ingestor:
                 hash=doc.content_hash,
             )
             write_chunk_file(self.index_dir, rel, chunks, tokens, stored)
+            _fault_point("after_chunk_file")
         summary.embedded_chunks += self._embed_missing(chunks, texts)
         return DocEntry(
             hash=doc.content_hash,
@@ -312,6 +330,7 @@ class Ingestor:
             batch = todo[i : i + EMBED_BATCH]
             vectors = self.embedder.embed_passages([t for _, t in batch])
             self.store.add([c for c, _ in batch], vectors)
+            _fault_point("after_chroma_add")
         return len(todo)
 
     def _write_snapshot(self, manifest: Manifest) -> str:
@@ -337,6 +356,7 @@ class Ingestor:
         (tmp / "chunks.jsonl").write_text("".join(x + "\n" for x in lines), "utf-8")
         (tmp / "documents.jsonl").write_text("".join(x + "\n" for x in doc_lines), "utf-8")
         BM25Index.build(ids, all_tokens).save(tmp / "bm25")
+        _fault_point("before_snapshot_rename")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return rel
@@ -349,14 +369,21 @@ class Ingestor:
         else:
             stale = old.live_ids() - live
         self.store.delete(stale)
+        _fault_point("during_sweep")
         keep_files = {d.chunk_file for d in new.documents.values()}
         for f in (self.index_dir / "chunks").glob("*/*.json"):
             if str(f.relative_to(self.index_dir)) not in keep_files:
                 f.unlink(missing_ok=True)
+        # Half-written files of a killed write_atomic (we hold the lock: none is ours).
+        for t in [*self.index_dir.glob(".*.tmp"), *self.index_dir.glob("chunks/*/.*.tmp")]:
+            t.unlink(missing_ok=True)
         snaps = sorted((self.index_dir / "snapshots").glob("gen-*"))
         keep = {new.snapshot, old.snapshot}
-        for s in snaps[:-KEEP_SNAPSHOTS]:
-            if str(s.relative_to(self.index_dir)) not in keep:
+        now = time.time()
+        for s, successor in zip(snaps[:-KEEP_SNAPSHOTS], snaps[1:]):
+            # A reader that loaded an older manifest may still be reading this snapshot.
+            recent = now - _mtime(successor) < SNAPSHOT_GRACE_S
+            if str(s.relative_to(self.index_dir)) not in keep and not recent:
                 shutil.rmtree(s, ignore_errors=True)
         for t in (self.index_dir / "snapshots").glob(".tmp-*"):
             shutil.rmtree(t, ignore_errors=True)
@@ -368,4 +395,37 @@ def _touched(entry: DocEntry, st: os.stat_result) -> DocEntry:
 
 
 def _os_reason(err: OSError) -> str:
-    return f"{type(err).__name__}: {err.strerror or err}"
+    from pipeline.ingest import readers
+
+    known = {errno.ENOENT: readers.NOT_FOUND, errno.ELOOP: readers.SYMLINK_LOOP,
+             errno.EACCES: readers.NO_PERMISSION}
+    return known.get(err.errno) or f"{type(err).__name__}: {err.strerror or err}"
+
+
+def _too_big(size: int, max_mb: float) -> str:
+    return (
+        f"ファイルが大きすぎます: {size / 1e6:.1f} MB > 上限 {max_mb:g} MB "
+        f"(file too large; raise the setting max_file_mb to index it)"
+    )
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+_fault_hits: dict[str, int] = {}
+
+
+def _fault_point(name: str) -> None:
+    """Test hook, a no-op unless RAG_FAULT_AT="stage:n": SIGKILL at the n-th pass of `stage`."""
+    spec = os.environ.get("RAG_FAULT_AT")
+    if not spec:
+        return
+    stage, _, n = spec.partition(":")
+    if stage == name:
+        _fault_hits[name] = _fault_hits.get(name, 0) + 1
+        if _fault_hits[name] >= int(n or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -40,6 +40,7 @@ __all__ = [
     "format_chat",
     "parse_chat",
     "yes_share",
+    "yes_share_from_logprobs",
 ]
 
 # Embedded Qwen2.5-1.5B Q4_K_M, 2 threads, measured once (ARCHITECTURE.md).
@@ -121,23 +122,25 @@ _CHAR_CLASSES = re.compile(
     re.S,
 )
 
-# Tokens per unit, fitted (non-negative least squares) on 290 slices of 1,500 chars
-# (JSQuAD / JaQuAD Wikipedia articles, JEMHopQA cards, the demo notes) and 52 ASCII
-# slices (English docs and Python source); `benchmarks/token_estimate.py` refits it.
+# Tokens per unit, calibrated against the Qwen2.5 tokenizer by non-negative least
+# squares (`benchmarks/token_estimate.py` refits and prints this): ASCII first, on the
+# ASCII lines of the project's English docs (14 slices of 1,500 chars); then Japanese
+# with the ASCII figures fixed, on 290 slices of JSQuAD / JaQuAD Wikipedia articles,
+# JEMHopQA fact cards and the demo notes. Digits count 1 each (Qwen splits numbers).
 # Japanese: kanji 0.88, kana and Japanese punctuation 0.65 token per char (Japanese
-# prose overall ≈ 0.74 token/char); ASCII: one token per digit (Qwen splits
-# numbers), ≈ 1.2 per space+word, 0.8 per symbol. Error (estimate − real) / real:
-# Wikipedia and demo notes mean within ±3 %, 5th–95th percentile −7 % … +10 %, worst
-# +22 %; ASCII text mean +1 %, p5–p95 −7 % … +11 %; very short fact cards (≈ 20
-# chars) run low (mean −7 %, worst −33 %).
+# prose overall 0.73 token/char); ASCII: ≈ 1.3 token per word with its space, 0.73
+# per symbol. Error (estimate − real) / real per 1,500-char slice: Wikipedia mean
+# −1 … +2 %, 5th–95th percentile −7 % … +10 %, worst +22 %; demo notes mean −3 %
+# (−10 % … +4 %, worst −11 %); English prose mean −1 % (worst −18 %); very short
+# fact cards (≈ 20–40 chars) run low: mean −6 %, worst −33 %.
 TOKENS_PER_UNIT = {
     "kanji": 0.88,
-    "kana": 0.65,
+    "kana": 0.65,  # and Japanese punctuation, full-width symbols
     "digit": 1.0,
-    "word": 0.26,
-    "space": 0.95,
-    "sym": 0.8,
-    "other": 2.3,  # emoji and other non-Japanese, non-ASCII characters
+    "word": 0.24,  # a run of Latin letters (with the space before it ≈ 1.3 token a word)
+    "space": 1.05,  # a run of whitespace
+    "sym": 0.73,  # ASCII punctuation
+    "other": 2.27,  # emoji and other non-Japanese, non-ASCII characters
 }
 
 
@@ -217,6 +220,26 @@ def yes_share(p_yes: float, p_no: float) -> float:
     """P(yes) / (P(yes) + P(no)), 0.5 when neither has any mass."""
     total = p_yes + p_no
     return 0.5 if total <= 0.0 or math.isnan(total) else p_yes / total
+
+
+def yes_share_from_logprobs(pairs) -> float:
+    """yes_share over (token text, logprob) pairs: a token counts for yes (no) when it
+    is a prefix of a yes (no) word or starts with one (``は`` for はい, `` Yes``)."""
+    p_yes = p_no = 0.0
+    for token, logprob in pairs:
+        if not isinstance(logprob, (int, float)):
+            continue
+        t = token.strip()
+        if not t:
+            continue
+        p = math.exp(logprob)
+        is_yes = any(w.startswith(t) or t.startswith(w) for w in YES_WORDS)
+        is_no = any(w.startswith(t) or t.startswith(w) for w in NO_WORDS)
+        if is_yes and not is_no:
+            p_yes += p
+        elif is_no and not is_yes:
+            p_no += p
+    return yes_share(p_yes, p_no)
 
 
 def _starts_with_any(text: str, words: tuple[str, ...]) -> bool:

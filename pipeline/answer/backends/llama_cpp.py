@@ -43,7 +43,7 @@ from pipeline.errors import ConfigError, ModelUnavailable
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-__all__ = ["EmbeddedBackend", "format_chat", "load_tokenizer"]
+__all__ = ["EmbeddedBackend", "PrefixState", "format_chat", "load_tokenizer", "prune_prefix_states"]
 
 DEFAULT_CONTEXT = 32768
 DEFAULT_THREADS = 2
@@ -73,8 +73,16 @@ def _import_llama_cpp():
 
 def load_tokenizer(model_path: Path):
     """A vocab-only `Llama` (≈ 1–2 s, little memory): the real tokenizer, no weights."""
+    import contextlib
+    import io
+
     llama_cpp = _import_llama_cpp()
-    return llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    log = io.StringIO()  # llama.cpp warns about n_ctx on vocab-only loads: keep stderr clean
+    try:
+        with contextlib.redirect_stderr(log):
+            return llama_cpp.Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+    except ValueError as err:
+        raise ModelUnavailable(f"LLM の語彙を読み込めませんでした: {model_path} ({err})\n{log.getvalue()[-500:]}") from err
 
 
 def _common_prefix(a, b) -> int:
@@ -91,6 +99,19 @@ def _tokens_digest(tokens) -> str:
     import numpy as np
 
     return hashlib.sha256(np.asarray(tokens, dtype=np.int32).tobytes()).hexdigest()
+
+
+def prune_prefix_states(state_dir: str | Path, keep: set[str] | frozenset[str] | tuple[str, ...]) -> int:
+    """Delete saved prefix states in `state_dir` whose key is not in `keep`; return how
+    many. Each state is ≈ 28 KiB per token (≈ 460 MB for 16k tokens): prune the
+    states of old corpus versions."""
+    removed = 0
+    for path in Path(state_dir).glob("*.bin"):
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True)
@@ -130,6 +151,7 @@ class EmbeddedBackend:
         self.n_threads = int(n_threads or getattr(settings, "llm_threads", None) or DEFAULT_THREADS)
         self.flash_attn = bool(getattr(settings, "llm_flash_attn", False))
         self._model_path = model_path or getattr(settings, "llm_model_path", None)
+        self._custom_model = self._model_path is not None
         self._llm = None
         self._vocab = None
         self._prefixes: dict[str, PrefixState] = {}
@@ -165,8 +187,14 @@ class EmbeddedBackend:
         return path
 
     def _model_id(self) -> str:
-        path = self.model_path
-        return f"{path.name}:{path.stat().st_size}"
+        """Names the weights a KV state or a speed belongs to."""
+        if self._custom_model:
+            path = Path(self._model_path)
+            size = path.stat().st_size if path.exists() else "?"
+            return f"{path.name}:{size}"
+        from pipeline.models import GGUF_SHA256
+
+        return f"embedded:{GGUF_SHA256[:16]}"
 
     @property
     def llm(self):
@@ -248,8 +276,8 @@ class EmbeddedBackend:
         state = self._prefixes.get(key) if key else None
         if state is not None:
             from_file = _common_prefix(state.tokens, tokens)
-            if from_file > keep and self._load_state(state):
-                keep = from_file
+            if from_file > keep:
+                keep = from_file if self._load_state(state) else 0
         keep = min(keep, len(tokens) - 1)  # the last prompt token is always evaluated: fresh logits
         self._set_position(keep)
         return keep
@@ -268,9 +296,13 @@ class EmbeddedBackend:
         )
         n = int(n_out.value)
         if not ok or n != len(state.tokens) or tuple(out[:n]) != state.tokens:
+            # Unusable (another model, a context too small, a truncated file): drop it,
+            # so that the next prepare_prefix rebuilds it; this call reads everything.
             llm.reset()
             self._set_position(0)
             self._prefixes.pop(state.key, None)
+            state.path.unlink(missing_ok=True)
+            state.path.with_suffix(".json").unlink(missing_ok=True)
             return False
         llm.input_ids[:n] = out[:n]
         llm.n_tokens = n
@@ -387,9 +419,6 @@ class EmbeddedBackend:
                     break
                 if len(out) < budget:
                     llm.eval([token])
-            else:
-                text = llm.detokenize(out).decode("utf-8", errors="ignore") if out else ""
-                text, _ = apply_stop(text, stop)
             return Completion(
                 text=text,
                 prompt_tokens=n_prompt,
@@ -428,11 +457,7 @@ class EmbeddedBackend:
         return self.cache_dir / SPEED_FILE
 
     def _speed_key(self) -> str:
-        try:
-            model = self._model_id() if self._model_path else "embedded"
-        except ModelUnavailable:
-            model = "?"
-        return f"{model}|threads={self.n_threads}|flash_attn={self.flash_attn}"
+        return f"{self._model_id()}|threads={self.n_threads}|flash_attn={self.flash_attn}"
 
     def _cached_speed(self) -> dict | None:
         try:
