@@ -38,7 +38,7 @@ demo: setup
 	$(RAG) search "$(DEMO_QUESTION)" --index $(DEMO_INDEX) -k 3
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --nbmake --nbmake-timeout=1800 tests notebooks
 
 bench: setup
 	$(PY) benchmarks/ingest.py
