@@ -344,6 +344,42 @@ def eval_citations(
     )
 
 
+@eval_app.command("answers")
+def eval_answers(
+    data_dir: Path = typer.Argument(..., help="corpus.jsonl と queries.jsonl のあるフォルダ。"),
+    mode: str = typer.Option("auto", "--mode", help="auto | retrieve | long-context"),
+    limit: Optional[int] = typer.Option(30, "--limit", help="評価する質問の数 (全体から均等に選ぶ)。"),
+    backend: Optional[str] = typer.Option(None, "--backend", help="embedded | ollama | openai | extractive"),
+    as_json: bool = JsonOpt,
+):
+    """回答の正しさ (含有率・文字 F1)、選ばれたモード、読んだトークン数、1 問あたりの秒数を測る。
+
+    例: rag eval answers ../shared/evaldata/jsquad_v1.3_valid_articles --mode retrieve --limit 30
+    """
+    from rich.progress import Progress
+
+    from pipeline.evaluation.answers import run_answer_eval
+
+    if mode not in ("auto", "retrieve", "long-context"):
+        raise typer.BadParameter("auto | retrieve | long-context", param_hint="--mode")
+    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task("質問", total=None)
+        report = run_answer_eval(
+            _settings(), data_dir, mode=mode, limit=limit, backend=backend,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        _echo_json(report)
+        return
+    typer.echo(
+        f"{data_dir}: {report['n_queries']} 問, backend {report['backend']}, mode {mode}\n"
+        f"  含有率 {report['contains']}  文字F1 {report['char_f1']}  正解文書を引用 {report['cited_gold_doc']}\n"
+        f"  引用 再現率 {report['citation_recall']} / 適合率 {report['citation_precision']}\n"
+        f"  モード {report['modes']}  読んだトークン平均 {report['tokens_read_mean']}  "
+        f"1 問 {report['seconds_per_question']} 秒"
+    )
+
+
 def main() -> None:
     """Entry point: library errors become their exit code and a message, once."""
     try:
