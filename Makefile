@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install llama-cpp-python==0.3.36
 	$(PIP) install --no-deps -e .
 	# This environment sets PYTHONDONTWRITEBYTECODE; compiled bytecode halves import time.
-	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
+	$(PY) -m compileall -q -j 0 $(VENV)/lib pipeline > /dev/null || true
 	touch $@
 
 models: $(VENV)/.installed

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -69,14 +70,18 @@ def generate(folder: Path, n: int, seed: int = 7) -> int:
     return total
 
 
-def cli_no_change(corpus: Path, index_dir: Path, embed_model: str) -> tuple[float, dict]:
+def cli_no_change(corpus: Path, index_dir: Path, embed_model: str) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds (user + sys) and the log line of one `rag ingest --quiet`."""
     env = {**os.environ, "RAG_EMBED_MODEL": embed_model}
     env.pop("RAG_FAULT_AT", None)
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(corpus), "--index", str(index_dir), "--quiet"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=True)
     wall = time.perf_counter() - t
-    return wall, json.loads(out.stdout.split(" ", 1)[1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, json.loads(out.stdout.split(" ", 1)[1])
 
 
 def main() -> None:
@@ -108,11 +113,12 @@ def main() -> None:
         again = Ingestor(settings, index_dir).run([corpus])
         in_process.append(time.perf_counter() - t)
         assert again.embedded_chunks == 0 and again.unchanged == args.files
-    cli = []
+    cli, cli_cpu = [], []
     for _ in range(args.repeat):
-        wall, line = cli_no_change(corpus, index_dir, args.embed_model)
+        wall, cpu, line = cli_no_change(corpus, index_dir, args.embed_model)
         assert line["status"] == "ok" and line["embedded_chunks"] == 0 and line["unchanged"] == args.files
         cli.append(wall)
+        cli_cpu.append(cpu)
 
     cmd = f".venv/bin/python benchmarks/scale_ingest.py --files {args.files}" + (
         f" --embed-model {args.embed_model}" if args.embed_model != "hash:256" else ""
@@ -121,9 +127,9 @@ def main() -> None:
     print(f"Command: `{cmd}`  (machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})\n")
     print("| run | seconds | embedded chunks |")
     print("|---|---|---|")
-    print(f"| first ingest, in-process | {first_s:.1f} | {first.embedded_chunks} ({first.chunks} chunks, {first.documents} documents) |")
+    print(f"| first ingest, in-process ({first_s / args.files * 1000:.0f} ms/file) | {first_s:.1f} | {first.embedded_chunks} ({first.chunks} chunks, {first.documents} documents) |")
     print(f"| no-change re-run, in-process (median of {args.repeat}) | {statistics.median(in_process):.2f} (min {min(in_process):.2f}) | 0 |")
-    print(f"| no-change re-run, `rag ingest --quiet` in a fresh process (median of {args.repeat}) | {statistics.median(cli):.2f} (min {min(cli):.2f}) | 0 |")
+    print(f"| no-change re-run, `rag ingest --quiet` in a fresh process (median of {args.repeat}) | {statistics.median(cli):.2f} (min {min(cli):.2f}; CPU {statistics.median(cli_cpu):.2f}) | 0 |")
     print(f"\nlast `rag ingest --quiet` line: {json.dumps({k: line[k] for k in ('status', 'unchanged', 'embedded_chunks', 'seconds')})}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     # Chunking
     chunk_tokens: int = Field(300, ge=32, le=512, description="Token budget per chunk.")
     chunk_overlap_sentences: int = Field(1, ge=0, le=5)
+    max_file_mb: float = Field(20, ge=0, description="Larger files are skipped and named; 0 = no limit.")
 
     # Chroma: embedded unless a host is given.
     chroma_host: str | None = None

@@ -63,14 +63,21 @@ def _write(folder: Path, v: str) -> None:
             path.write_text(text, "utf-8")
 
 
-def _writer(index_dir: str, folder: str, rounds: int, pause: float) -> None:
-    """Forked child: switch the corpus and ingest, `rounds` times."""
+def _writer(index_dir: str, folder: str, rounds: int, observed) -> None:
+    """Forked child: switch the corpus and ingest, `rounds` times.
+
+    After each commit it waits until the reader has opened that generation once, then
+    goes straight on: every generation is seen, and every ingest runs under readers,
+    however fast or slow this machine is.
+    """
     os.environ.pop("RAG_FAULT_AT", None)
     ingestor = Ingestor(hash_settings(Path(index_dir)), Path(index_dir))
     for r in range(rounds):
         _write(Path(folder), "AB"[r % 2])
         ingestor.run([Path(folder)], wait=60)
-        time.sleep(pause)
+        deadline = time.time() + 120
+        while observed.value < r + 1 and time.time() < deadline:
+            time.sleep(0.005)
 
 
 def _search_and_check(snap, expected, version: str) -> int:
@@ -147,14 +154,15 @@ def test_search_during_ingests_sees_one_complete_generation(forks, tmp_path):
     index_dir = tmp_path / "index"
     settings = hash_settings(index_dir)
     expected = _expected(folder)
-    writer = forks.Process(target=_writer, args=(str(index_dir), str(folder), ROUNDS, 0.05))
+    observed = forks.Value("i", 0)  # the newest generation this process has checked
+    store = ChromaStore(settings, index_dir)  # one long-lived client, as a notebook or a server holds
+    writer = forks.Process(target=_writer, args=(str(index_dir), str(folder), ROUNDS, observed))
     writer.start()
 
     seen: dict[int, str] = {}
     checked = hits_checked = 0
     readers = []
     short_of_vectors = 0  # snapshots whose live chunks were not all in Chroma at that moment
-    store = None
     deadline = time.time() + 240
     while writer.is_alive() and time.time() < deadline:
         try:
@@ -162,11 +170,10 @@ def test_search_during_ingests_sees_one_complete_generation(forks, tmp_path):
         except IndexNotFound:  # before the first commit
             time.sleep(0.02)
             continue
-        if store is None:
-            store = ChromaStore(settings, index_dir)
-        snap._store = store  # one long-lived client, as a notebook or a server would hold
+        snap._store = store
         version = check_snapshot(snap, expected)
         seen[snap.manifest.generation] = version
+        observed.value = max(observed.value, snap.manifest.generation)
         hits_checked += _search_and_check(snap, expected, version)
         short_of_vectors += len(store.existing(list(snap.chunks))) < len(snap.chunks)
         if checked % 4 == 0:
@@ -183,7 +190,8 @@ def test_search_during_ingests_sees_one_complete_generation(forks, tmp_path):
     assert check_snapshot(final, expected) == "B"
     assert ChromaStore(settings, index_dir).all_ids() == set(final.chunks)
     # The loop really raced the writer: it saw several generations of both versions.
-    assert set(seen.values()) == {"A", "B"} and len(seen) >= 3, seen
+    assert sorted(seen) == list(range(1, ROUNDS + 1)), seen
+    assert [seen[g] for g in sorted(seen)] == ["AB"[(g - 1) % 2] for g in sorted(seen)]
     assert checked >= 5 and hits_checked > 0
     print(json.dumps({
         "snapshots_checked": checked, "generations_seen": len(seen), "hits_checked": hits_checked,

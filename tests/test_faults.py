@@ -61,7 +61,7 @@ _BODY = {
 }
 A_FILES = ("keep1.md", "keep2.org", "keep3.txt", "mod1.md", "mod2.txt", "del1.md", "del2.org")
 B_FILES = ("keep1.md", "keep2.org", "keep3.txt", "mod1.md", "mod2.txt", "new1.md", "new2.txt", "new3.md")
-B_WORK = 5  # files the A -> B run indexes (2 changed + 3 new): one chunk file and one Chroma add each
+B_WORK = 5  # files the A -> B run indexes (2 changed + 3 new): a chunk file each, and a Chroma write each at ADD_BATCH=1
 HITS = {s: (B_WORK if s in ("after_chunk_file", "after_chroma_add") else 1) for s in STAGES}
 MTIME_NS = {"A": 1_700_000_000 * 10**9, "B": 1_700_000_500 * 10**9}
 
@@ -169,8 +169,14 @@ def check_index(settings, expected: dict[str, bytes] | tuple[dict, ...], store=N
 # ------------------------------------------------------------- forked ingests
 
 
-def _forked_ingest(index_dir: str, paths: list[str], fault: str | None, wait: float, out: str | None):
+def _forked_ingest(
+    index_dir: str, paths: list[str], fault: str | None, wait: float, out: str | None, add_batch: int | None
+):
     """Runs in a forked child: exit 0 done, 4 locked, -SIGKILL when the fault hook fired."""
+    import pipeline.ingest.sync as sync
+
+    if add_batch:
+        sync.ADD_BATCH = add_batch
     if fault:
         os.environ["RAG_FAULT_AT"] = fault
     else:
@@ -196,8 +202,9 @@ def forks():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(FORK_PRELOAD)
 
-    def start(index_dir, paths, fault=None, wait=0.0, out=None):
-        p = ctx.Process(target=_forked_ingest, args=(str(index_dir), [str(x) for x in paths], fault, wait, out))
+    def start(index_dir, paths, fault=None, wait=0.0, out=None, add_batch=None):
+        args = (str(index_dir), [str(x) for x in paths], fault, wait, out, add_batch)
+        p = ctx.Process(target=_forked_ingest, args=args)
         p.start()
         return p
 
@@ -265,7 +272,8 @@ def test_killed_ingest_leaves_a_usable_index_and_the_next_run_completes_it(
         b = a  # a first ingest: its target is A itself
 
     for point in kills:
-        code = forks(index_dir, [corpus_dir], fault=point)
+        # Vectors written to Chroma file by file: the most states a kill can land in.
+        code = forks(index_dir, [corpus_dir], fault=point, add_batch=1)
         assert code == -9, f"{point}: the hook did not fire (exit {code})"
         # The previous complete state is still there (or the new one, once committed).
         if start == "empty" and not (index_dir / "manifest.json").exists():

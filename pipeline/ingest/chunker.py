@@ -9,6 +9,7 @@ boundary.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from typing import Any, Callable, Sequence
 
@@ -124,22 +125,38 @@ class JapaneseChunker(NodeParser):
     def _cut_long_sentence(
         self, text: str, start: int, end: int, budget: int
     ) -> list[tuple[int, int, int]]:
-        """Cut one over-budget sentence at morpheme boundaries."""
+        """Cut one over-budget sentence at morpheme boundaries.
+
+        Each piece is the longest run of morphemes that fits the budget, found by a
+        galloping then binary search, so a huge unpunctuated line costs O(n log n).
+        """
         sentence = text[start:end]
-        cuts = sorted({b for b in self.boundary_finder(sentence) if 0 < b < len(sentence)})
+        n = len(sentence)
+        cuts = sorted({b for b in self.boundary_finder(sentence) if 0 < b < n}) + [n]
         pieces: list[tuple[int, int, int]] = []
         lo = 0
-        while lo < len(sentence):
-            # Largest boundary `hi` with tokens(sentence[lo:hi]) <= budget (binary search).
-            candidates = [b for b in cuts if b > lo] + [len(sentence)]
-            left, right, best = 0, len(candidates) - 1, None
-            while left <= right:
-                mid = (left + right) // 2
-                if self.token_counter(sentence[lo : candidates[mid]]) <= budget:
-                    best, left = mid, mid + 1
-                else:
-                    right = mid - 1
-            hi = candidates[best] if best is not None else candidates[0]  # one huge morpheme
+        while lo < n:
+            first = bisect.bisect_right(cuts, lo)  # index of the first cut after lo
+            fits = lambda i: self.token_counter(sentence[lo : cuts[i]]) <= budget
+            # Gallop: double the step until a cut no longer fits (or the end is reached).
+            good, step = None, 1
+            probe = first
+            while probe < len(cuts) and fits(probe):
+                good = probe
+                probe = first + step
+                step *= 2
+            if good is None:
+                best = first  # one morpheme alone is over budget: keep it whole
+            else:
+                left, right = good + 1, min(probe, len(cuts)) - 1
+                best = good
+                while left <= right:
+                    mid = (left + right) // 2
+                    if fits(mid):
+                        best, left = mid, mid + 1
+                    else:
+                        right = mid - 1
+            hi = cuts[best]
             pieces.append((start + lo, start + hi, self.token_counter(sentence[lo:hi])))
             lo = hi
         return pieces
