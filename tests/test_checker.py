@@ -266,11 +266,18 @@ def test_llm_judge_asks_the_backend_for_p_yes():
 
 
 def test_fitted_weights_cover_every_feature():
-    from pipeline.answer.checker import FEATURES
+    from pipeline.answer.checker import FEATURES, MISMATCH_PRIOR, linear_probability
 
     for mode in ("cheap", "embed"):
-        assert len(FITTED[mode]["coef"]) == len(FEATURES[mode])
+        model = FITTED[mode]
+        assert sorted(model["dense"] + model["sparse"]) == list(range(len(FEATURES[mode])))
         assert 0.0 < FITTED["threshold"][mode] < 1.0
+        # more mismatches never raise the probability
+        x = [1.0] * len(FEATURES[mode])
+        for i in model["sparse"]:
+            x0 = list(x)
+            x0[i] = 0.0
+            assert linear_probability(model, x) < linear_probability(model, x0)
 
 
 # ---------------------------------------------------------------- metrics and the eval runner
@@ -370,3 +377,14 @@ def test_adversarial_answers_get_the_right_verdicts_with_the_real_embedder():
     ]
     for answer, labels in cases:
         assert _labels(ch.check(answer, SOURCES)) == labels, answer
+
+
+@pytest.mark.parametrize("module", ["pipeline.answer.checker", "pipeline.answer.citations", "pipeline.answer.numbers",
+                                    "pipeline.evaluation.citations", "pipeline.evaluation.claims"])
+def test_public_names_are_sorted_and_exist(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ == sorted(mod.__all__)
+    for name in mod.__all__:
+        assert hasattr(mod, name), name

@@ -15,9 +15,11 @@ premise supports the claim. It combines cheap signals, cheapest first:
 
 then, only for claims the cheap signals leave uncertain, an LLM judge: any callable
 ``judge(premise, claim) -> P(supported)`` (for instance the LLM's P(はい) for
-`judge_prompt`). The combination is a logistic regression fitted on tuning halves
-of JNLI and of our claims sets (`python -m pipeline.evaluation.citations refit`),
-stored in `FITTED` below.
+`judge_prompt`, see `llm_judge`). The combination is a logistic regression on the
+dense signals, their pairwise products and the mismatch signals (linear, each costing
+at least `MISMATCH_PRIOR` logits), fitted on the tune halves of JNLI and of our claim
+sets (`python -m pipeline.evaluation.citations refit --write`) and stored in `FITTED`
+below; `benchmarks/results/citations.md` has the held-out numbers.
 
 Sentences in a source that give orders to the model (「…と答えてください」, "ignore
 previous instructions") are never evidence: a note cannot vouch for an answer by
@@ -55,18 +57,24 @@ if TYPE_CHECKING:
     from pipeline.japanese import Analyzer, Morpheme
 
 __all__ = [
+    "Analysis",
     "CheckedAnswer",
     "CitationChecker",
     "FEATURES",
     "FITTED",
+    "JUDGE_BAND",
+    "JUDGE_SYSTEM",
     "Judge",
     "Label",
     "Policy",
     "REFUSAL",
     "Verdict",
+    "analyze",
     "apply_policy",
-    "JUDGE_SYSTEM",
+    "cheap_features",
+    "is_instruction",
     "judge_prompt",
+    "linear_probability",
     "llm_judge",
 ]
 
@@ -121,115 +129,29 @@ def llm_judge(backend) -> Judge:
 # BEGIN FITTED
 FITTED: dict = {
     "cheap": {
-        "mean": [
-            0.571826,
-            0.514364,
-            1.554745,
-            0.625491,
-            0.153846,
-            0.092083,
-            0.050533,
-            0.716451,
-            0.010668,
-            0.002807,
-            1.948811,
-            0.562005,
-            0.563587
-        ],
-        "scale": [
-            0.310112,
-            0.277975,
-            1.140326,
-            0.796258,
-            0.402021,
-            0.355354,
-            0.291612,
-            0.994033,
-            0.108062,
-            0.052911,
-            0.361465,
-            0.302489,
-            0.298525
-        ],
-        "coef": [
-            -0.11399,
-            -0.486427,
-            -0.894355,
-            -0.528161,
-            -1.34962,
-            -0.500187,
-            -0.890978,
-            0.027762,
-            -0.661367,
-            0.114938,
-            0.096625,
-            -0.690644,
-            1.523512
-        ],
-        "intercept": -0.753696
+        "quadratic": True,
+        "dense": [0, 1, 2, 3, 7, 10, 11, 12, 13, 15],
+        "sparse": [4, 5, 6, 8, 9, 14],
+        "base_mean": [0.571826, 0.514364, 1.554745, 0.625491, 0.716451, 1.948811, 0.562005, 0.563587, 0.532817, 0.51643],
+        "base_scale": [0.310112, 0.277975, 1.140326, 0.796258, 0.994033, 0.361465, 0.302489, 0.298525, 0.347283, 0.330269],
+        "mean": [0.0, -1e-06, -0.0, 0.0, 0.0, 0.0, -1e-06, -0.0, 1e-06, -1e-06, 1.000001, 0.877268, -0.845115, -0.568664, 0.614646, 0.192026, 0.983622, 0.951522, 0.746407, 0.811212, 1.000003, -0.754571, -0.524928, 0.695488, 0.193724, 0.879347, 0.871005, 0.735862, 0.78042, 1.0, 0.322802, -0.480411, 0.030228, -0.833273, -0.807392, -0.729871, -0.734596, 1.000001, -0.381739, 0.061687, -0.555105, -0.525023, -0.262626, -0.413196, 0.999999, 0.410033, 0.618048, 0.604272, 0.482927, 0.536088, 1.000002, 0.189636, 0.18693, 0.15662, 0.123651, 1.000003, 0.968, 0.752023, 0.83951, 0.999997, 0.752176, 0.869409, 1.000003, 0.673509, 0.999998, 0.153846, 0.092083, 0.050533, 0.010668, 0.002807, 0.098259],
+        "scale": [1.0, 1.000002, 1.0, 1.0, 1.0, 1.000001, 1.000001, 0.999999, 1.000001, 0.999999, 0.910839, 0.862848, 0.805397, 0.934022, 0.942769, 1.121785, 0.917786, 0.912976, 0.910814, 0.920205, 0.894354, 0.824288, 0.906088, 0.996942, 1.122589, 0.878819, 0.886183, 0.90946, 0.891831, 0.765442, 0.950271, 0.983803, 1.101623, 0.805769, 0.808736, 0.84288, 0.843987, 1.599477, 0.830739, 1.061773, 0.944153, 0.939722, 0.979025, 0.905869, 1.423037, 1.331133, 0.956641, 0.959121, 0.976049, 1.028945, 1.62316, 1.131032, 1.135394, 1.09502, 1.156452, 0.934478, 0.927277, 0.924423, 0.917361, 0.947107, 0.929979, 0.929865, 0.901595, 0.912308, 0.874135, 0.402021, 0.355354, 0.291612, 0.108062, 0.052911, 0.297665],
+        "coef": [0.654425, -0.442612, -0.130089, -0.229361, -0.593805, -0.381027, -0.305093, 0.739755, 0.496349, 0.121519, -0.063994, -0.657031, -0.437893, -0.204868, 0.618676, -0.53897, -0.408679, -0.943911, -0.138454, -0.53133, -0.273633, -0.208233, -0.140179, -0.137303, 0.084871, 0.397404, -0.783345, 0.075414, 0.22905, -0.05824, -0.268431, -0.24366, -0.402007, -0.106557, -0.081455, -0.011627, 0.303257, -0.667659, -0.288802, 0.390564, 0.349938, -0.156725, -0.385155, -0.39664, -0.09776, -0.093693, 0.368542, -0.205901, -0.003472, -0.435498, 0.176062, 0.09308, 0.44589, 0.375962, -0.149397, 0.306983, 0.293435, -0.353282, 0.685796, 0.377723, -0.136293, 0.056783, 0.274945, 0.435595, 0.445141, -1.016829, -0.710708, -1.025619, -0.771956, -0.105822, -0.59533],
+        "intercept": -0.929963,
     },
     "embed": {
-        "mean": [
-            0.571826,
-            0.514364,
-            1.554745,
-            0.625491,
-            0.153846,
-            0.092083,
-            0.050533,
-            0.716451,
-            0.010668,
-            0.002807,
-            1.948811,
-            0.562005,
-            0.563587,
-            0.937291
-        ],
-        "scale": [
-            0.310112,
-            0.277975,
-            1.140326,
-            0.796258,
-            0.402021,
-            0.355354,
-            0.291612,
-            0.994033,
-            0.108062,
-            0.052911,
-            0.361465,
-            0.302489,
-            0.298525,
-            0.039989
-        ],
-        "coef": [
-            0.189896,
-            -0.630213,
-            -0.795653,
-            -0.629106,
-            -1.35958,
-            -0.291045,
-            -0.951049,
-            -0.20984,
-            -0.643343,
-            0.098443,
-            0.142361,
-            -0.708747,
-            1.14579,
-            0.83506
-        ],
-        "intercept": -0.78526
+        "quadratic": True,
+        "dense": [0, 1, 2, 3, 7, 10, 11, 12, 13, 15, 16],
+        "sparse": [4, 5, 6, 8, 9, 14],
+        "base_mean": [0.571826, 0.514364, 1.554745, 0.625491, 0.716451, 1.948811, 0.562005, 0.563587, 0.532817, 0.51643, 0.937291],
+        "base_scale": [0.310112, 0.277975, 1.140326, 0.796258, 0.994033, 0.361465, 0.302489, 0.298525, 0.347283, 0.330269, 0.039989],
+        "mean": [0.0, -1e-06, -0.0, 0.0, 0.0, 0.0, -1e-06, -0.0, 1e-06, -1e-06, -3e-06, 1.000001, 0.877268, -0.845115, -0.568664, 0.614646, 0.192026, 0.983622, 0.951522, 0.746407, 0.811212, 0.60659, 1.000003, -0.754571, -0.524928, 0.695488, 0.193724, 0.879347, 0.871005, 0.735862, 0.78042, 0.641413, 1.0, 0.322802, -0.480411, 0.030228, -0.833273, -0.807392, -0.729871, -0.734596, -0.553231, 1.000001, -0.381739, 0.061687, -0.555105, -0.525023, -0.262626, -0.413196, -0.224113, 0.999999, 0.410033, 0.618048, 0.604272, 0.482927, 0.536088, 0.502099, 1.000002, 0.189636, 0.18693, 0.15662, 0.123651, 0.050246, 1.000003, 0.968, 0.752023, 0.83951, 0.632726, 0.999997, 0.752176, 0.869409, 0.65651, 1.000003, 0.673509, 0.54158, 0.999998, 0.668817, 1.0, 0.153846, 0.092083, 0.050533, 0.010668, 0.002807, 0.098259],
+        "scale": [1.0, 1.000002, 1.0, 1.0, 1.0, 1.000001, 1.000001, 0.999999, 1.000001, 0.999999, 1.0, 0.910839, 0.862848, 0.805397, 0.934022, 0.942769, 1.121785, 0.917786, 0.912976, 0.910814, 0.920205, 1.119917, 0.894354, 0.824288, 0.906088, 0.996942, 1.122589, 0.878819, 0.886183, 0.90946, 0.891831, 1.092536, 0.765442, 0.950271, 0.983803, 1.101623, 0.805769, 0.808736, 0.84288, 0.843987, 0.998029, 1.599477, 0.830739, 1.061773, 0.944153, 0.939722, 0.979025, 0.905869, 0.983801, 1.423037, 1.331133, 0.956641, 0.959121, 0.976049, 1.028945, 0.98829, 1.62316, 1.131032, 1.135394, 1.09502, 1.156452, 1.179135, 0.934478, 0.927277, 0.924423, 0.917361, 1.125486, 0.947107, 0.929979, 0.929865, 1.125257, 0.901595, 0.912308, 1.0771, 0.874135, 1.068382, 1.794324, 0.402021, 0.355354, 0.291612, 0.108062, 0.052911, 0.297665],
+        "coef": [0.698393, -0.568547, -0.145081, -0.378589, -0.667545, -0.239008, -0.29751, 0.663094, 0.446476, -0.206124, 1.039942, 0.204528, -0.675768, -0.459624, -0.317368, 0.483673, -0.297363, -0.379977, -1.062869, -0.059325, -0.638075, -0.452575, -0.279275, -0.199481, -0.095942, -0.075503, 0.015898, 0.431805, -0.826552, 0.172259, 0.338112, -0.282753, -0.023269, -0.176829, -0.191888, -0.328476, 0.154537, 0.15024, 0.027652, 0.241751, -0.57773, -0.608776, -0.181925, 0.446566, 0.357884, 0.115249, -0.310091, -0.363543, -0.479471, -0.107372, -0.132286, 0.111227, 0.123078, 0.016018, -0.323397, -0.161109, 0.123565, 0.138712, 0.162582, 0.29222, -0.143659, 0.31037, 0.587994, 0.367938, -0.38821, 0.603188, 0.525447, 0.442715, -0.20103, 0.291343, -0.477031, 0.28094, 0.539319, -0.104503, 0.350339, -0.684009, 0.68156, -1.040045, -0.710708, -1.094149, -0.719027, -0.105822, -0.59962],
+        "intercept": -1.07502,
     },
-    "judge": {
-        "coef": [
-            1.0,
-            1.0
-        ],
-        "intercept": 0.0
-    },
-    "threshold": {
-        "cheap": 0.38,
-        "embed": 0.5
-    }
+    "judge": {"coef": [1.0, 1.0], "intercept": 0.0},
+    "threshold": {"cheap": 0.47, "embed": 0.53},
 }
 # END FITTED
 # --------------------------------------------------------------------------
@@ -482,6 +404,7 @@ CHEAP_FEATURES = (
     "span_coverage",  # the same share inside a stretch of premise text about as long as the claim
     "phrase_coverage",  # share of the claim's noun phrases (whole compounds) found verbatim
     "focus_missing",  # the noun phrase a copula claim asserts (「…は Y である」) is not in the premise
+    "focus_span_coverage",  # span_coverage among stretches that hold that noun phrase
 )
 EMBED_FEATURES = CHEAP_FEATURES + ("cosine",)
 FEATURES = {"cheap": CHEAP_FEATURES, "embed": EMBED_FEATURES}
@@ -602,16 +525,18 @@ def window_coverage(premises: Sequence[Sequence[Analysis]], claim: Analysis) -> 
 _KANJI_STEM = re.compile(r"^[\u3400-\u9fff々〆ヶ]+")
 
 
-def span_coverage(premise: Analysis, claim: Analysis) -> float:
+def span_coverage(premise: Analysis, claim: Analysis, with_focus: bool = False):
     """Best weighted share of the claim's items (content words, names, numbers) that
     occur inside one stretch of the premise text 1.5 times as long as the claim.
 
     The words of a true claim sit close together in its source; a wrong answer
     taken from another clause of the same paragraph is far from the rest.
+    With `with_focus`, also the best share among stretches that hold the claim's
+    focus (「…は Y である」's Y): (span, focus_span).
     """
     text = premise.text
     if not text:
-        return 0.0
+        return (0.0, 0.0) if with_focus else 0.0
     items: list[tuple[float, list[int]]] = []
     for lemma, surface, cls in claim.content:
         w = {"noun": 1.0, "pred": 1.0}.get(cls, 0.5)
@@ -631,14 +556,19 @@ def span_coverage(premise: Analysis, claim: Analysis) -> float:
             items.append((1.0, [p.start for p in pq if quantities_match(q, p)]))
     total = sum(w for w, _ in items)
     if not total:
-        return 1.0
+        return (1.0, 1.0) if with_focus else 1.0
     width = int(1.5 * max(len(claim.text), 10)) + 10
     starts = sorted({p for _, ps in items for p in ps})
-    best = 0.0
+    focus = _positions(text, {f for f in claim.focus if f})
+    best = best_focus = 0.0
     for a in starts:
-        got = sum(w for w, ps in items if any(a <= p <= a + width for p in ps))
-        best = max(best, got / total)
-    return best
+        got = sum(w for w, ps in items if any(a <= p <= a + width for p in ps)) / total
+        best = max(best, got)
+        if any(a <= p <= a + width for p in focus):
+            best_focus = max(best_focus, got)
+    if not with_focus:
+        return best
+    return best, (best_focus if claim.focus else best)
 
 
 def _positions(text: str, keys: set[str]) -> list[int]:
@@ -663,10 +593,35 @@ def _logit(p: float, eps: float = 1e-4) -> float:
     return math.log(p / (1 - p))
 
 
+# Mismatch signals: rare, and each one alone makes a claim wrong. They enter the model
+# linearly (no products: a product of rare features extrapolates wildly), and each
+# costs at least `MISMATCH_PRIOR` logits even when the tuning data hold too few
+# examples to say so (modality: almost none).
+SPARSE_FEATURES = (
+    "number_mismatch", "name_mismatch", "role_conflict", "negation_mismatch", "modality_mismatch", "focus_missing",
+)
+MISMATCH_PRIOR = 2.0
+
+
+def expand_quadratic(x: Sequence[float], model: dict) -> list[float]:
+    """The dense features standardized, all their pairwise products, then the sparse ones as they are."""
+    dense = [x[i] for i in model["dense"]]
+    z = [(v - mu) / (sc or 1.0) for v, mu, sc in zip(dense, model["base_mean"], model["base_scale"])]
+    n = len(z)
+    return z + [z[i] * z[j] for i in range(n) for j in range(i, n)] + [x[i] for i in model["sparse"]]
+
+
 def linear_probability(model: dict, x: Sequence[float]) -> float:
-    """sigmoid(coef · standardized(x) + intercept) for a fitted entry of `FITTED`."""
+    """sigmoid(coef · standardized(x) + intercept) for a fitted entry of `FITTED`.
+
+    A "quadratic" model first expands `x` with `expand_quadratic`: a logistic
+    regression on the dense features, their pairwise products and the sparse
+    mismatch features.
+    """
     if not model.get("coef"):
         return _fallback_probability(x)
+    if model.get("quadratic"):
+        x = expand_quadratic(x, model)
     z = model["intercept"]
     for v, mu, sc, w in zip(x, model["mean"], model["scale"], model["coef"]):
         z += w * (v - mu) / (sc or 1.0)
@@ -799,7 +754,9 @@ class CitationChecker:
         whole = premises[0].whole if len(premises) == 1 else Analysis.merge([p.whole for p in premises])
         f = cheap_features(whole, claim)
         f["window_coverage"] = window_coverage([p.sentences for p in premises], claim)
-        f["span_coverage"] = max((span_coverage(p.whole, claim) for p in premises), default=0.0)
+        spans = [span_coverage(p.whole, claim, with_focus=True) for p in premises] or [(0.0, 0.0)]
+        f["span_coverage"] = max(s for s, _ in spans)
+        f["focus_span_coverage"] = max(fs for _, fs in spans)
         if self.embedder is not None:
             best = 0.0
             for p in premises:
