@@ -35,7 +35,7 @@ models: $(VENV)/.installed
 
 demo: setup
 	$(RAG) ingest corpora/demo --index $(DEMO_INDEX)
-	$(RAG) search "$(DEMO_QUESTION)" --index $(DEMO_INDEX) -k 3
+	$(RAG) ask "$(DEMO_QUESTION)" --index $(DEMO_INDEX) --explain
 
 test: setup
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=1800 tests notebooks

@@ -104,7 +104,12 @@ def main() -> None:
     ap.add_argument("--judge", action="store_true")
     ap.add_argument("--judge-pairs", default="40,30,0", help="pairs per half: jnli,claims_jsquad,claims_roles")
     ap.add_argument("--judge-answers", type=int, default=15, help="answers checked with the judge (cost)")
+    ap.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: leave as is)")
     args = ap.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
 
     from pipeline.answer.checker import CitationChecker, llm_judge
     from pipeline.index.embedder import load_embedder
@@ -112,7 +117,7 @@ def main() -> None:
 
     settings = load_settings()
     answers = _answers(args.answers)
-    out: dict = {"answers": len(answers)}
+    out: dict = {"answers": len(answers), "torch_threads": args.torch_threads or "default"}
     cheap = CitationChecker(settings)
     cost(cheap, answers[:3])  # MeCab warm-up
     out["cheap_s_per_sentence"] = round(cost(cheap, answers), 4)

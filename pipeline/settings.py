@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     citation_policy: Literal["annotate", "strip", "refuse"] = "annotate"
     refuse_below: float = Field(0.5, description="Refuse when less of the answer is supported.")
     citation_llm_judge: bool = False
+    citation_threshold: float | None = Field(None, description="None = the fitted threshold.")
 
     @classmethod
     def settings_customise_sources(

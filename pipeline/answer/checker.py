@@ -92,6 +92,12 @@ DEFAULT_REFUSE_BELOW = 0.5
 # reads the few source sentences closest to the claim (short prompts: ≈ 50 tokens/s here).
 JUDGE_BAND = (0.15, 0.85)
 JUDGE_SENTENCES = 3
+# Until enough judged pairs are at hand to fit it (`refit` needs JUDGE_MIN_FIT in the band),
+# the judge enters as half its log-odds, centred on P(はい) = 0.1, where the embedded
+# 1.5B model separated supported from unsupported claims (it leans to いいえ):
+# logit(p) + 0.5 * (logit(p_judge) - logit(0.1)).
+JUDGE_PRIOR = {"coef": [1.0, 0.5], "intercept": 1.098612}
+JUDGE_MIN_FIT = 100
 
 
 # The judge's instructions come first and never change, so a backend that keeps the
@@ -150,7 +156,7 @@ FITTED: dict = {
         "coef": [0.698393, -0.568547, -0.145081, -0.378589, -0.667545, -0.239008, -0.29751, 0.663094, 0.446476, -0.206124, 1.039942, 0.204528, -0.675768, -0.459624, -0.317368, 0.483673, -0.297363, -0.379977, -1.062869, -0.059325, -0.638075, -0.452575, -0.279275, -0.199481, -0.095942, -0.075503, 0.015898, 0.431805, -0.826552, 0.172259, 0.338112, -0.282753, -0.023269, -0.176829, -0.191888, -0.328476, 0.154537, 0.15024, 0.027652, 0.241751, -0.57773, -0.608776, -0.181925, 0.446566, 0.357884, 0.115249, -0.310091, -0.363543, -0.479471, -0.107372, -0.132286, 0.111227, 0.123078, 0.016018, -0.323397, -0.161109, 0.123565, 0.138712, 0.162582, 0.29222, -0.143659, 0.31037, 0.587994, 0.367938, -0.38821, 0.603188, 0.525447, 0.442715, -0.20103, 0.291343, -0.477031, 0.28094, 0.539319, -0.104503, 0.350339, -0.684009, 0.68156, -1.040045, -0.710708, -1.094149, -0.719027, -0.105822, -0.59962],
         "intercept": -1.07502,
     },
-    "judge": {"coef": [1.0, 1.0], "intercept": 0.0},
+    "judge": {"coef": [1.0, 0.5], "intercept": 1.098612},
     "threshold": {"cheap": 0.47, "embed": 0.53},
 }
 # END FITTED
@@ -729,20 +735,38 @@ class CitationChecker:
 
     # ---- one pair ---------------------------------------------------------
 
-    def _premise(self, text: str) -> _Premise:
-        spans = [(s, e) for s, e in _sentence_spans(text) if not is_instruction(text[s:e])]
-        sentences = [analyze(text[s:e], self.analyzer) for s, e in spans]
-        whole = Analysis.merge(sentences) if sentences else Analysis("")
-        vectors = None
-        if self.embedder is not None and spans:
-            vectors = np.asarray(self.embedder.embed_passages([text[s:e] for s, e in spans]))
+    @staticmethod
+    def _evidence_spans(text: str) -> list[tuple[int, int]]:
+        return [(s, e) for s, e in _sentence_spans(text) if not is_instruction(text[s:e])]
+
+    def _premise(self, text: str, vectors: np.ndarray | None = None) -> _Premise:
+        spans = self._evidence_spans(text)
         texts = [text[s:e] for s, e in spans]
+        sentences = [analyze(t, self.analyzer) for t in texts]
+        whole = Analysis.merge(sentences) if sentences else Analysis("")
+        if vectors is None and self.embedder is not None and spans:
+            vectors = np.asarray(self.embedder.embed_passages(texts))
         return _Premise(spans, sentences, whole, vectors, "\n".join(texts), texts)
 
     def _claim_vector(self, claim: str) -> np.ndarray | None:
         if self.embedder is None:
             return None
         return np.asarray(self.embedder.embed_passages([claim]))[0]
+
+    def _embed_all(self, sources: list[Source], claims: list[str]) -> tuple[dict, dict]:
+        """One embedder call for every source sentence and every claim of an answer."""
+        if self.embedder is None:
+            return {}, {}
+        per_source = {s.number: [s.chunk.text[a:b] for a, b in self._evidence_spans(s.chunk.text)] for s in sources}
+        texts = [t for ts in per_source.values() for t in ts] + claims
+        if not texts:
+            return {}, {}
+        vecs = np.asarray(self.embedder.embed_passages(texts))
+        out, k = {}, 0
+        for n, ts in per_source.items():
+            out[n] = vecs[k:k + len(ts)] if ts else None
+            k += len(ts)
+        return out, {c: vecs[k + i] for i, c in enumerate(claims)}
 
     def features(self, premise: str, claim: str) -> dict[str, float]:
         """Named feature values for a pair (for inspection and for fitting)."""
@@ -774,7 +798,7 @@ class CitationChecker:
             return p
         self.judge_calls += 1
         pj = float(self.judge(premise, claim))
-        jm = FITTED.get("judge", {"coef": [1.0, 1.0], "intercept": 0.0})
+        jm = FITTED.get("judge") or JUDGE_PRIOR
         return _sigmoid(jm["intercept"] + jm["coef"][0] * _logit(p) + jm["coef"][1] * _logit(pj))
 
     def cheap_support(self, premise: str, claim: str) -> float:
@@ -809,12 +833,10 @@ class CitationChecker:
     def check(self, answer: str, sources: list[Source]) -> CheckedAnswer:
         """A verdict per answer sentence that asserts something, plus ALCE recall/precision."""
         by_number = {s.number: s for s in sources}
-        premises = {s.number: self._premise(s.chunk.text) for s in sources}
-        verdicts: list[Verdict] = []
-        for sent in parse_answer(answer):
-            if not has_claim(sent.text):
-                continue
-            verdicts.append(self._verdict(sent, by_number, premises))
+        sentences = [s for s in parse_answer(answer) if has_claim(s.text)]
+        source_vecs, claim_vecs = self._embed_all(sources, [claim_text(s.text) for s in sentences])
+        premises = {s.number: self._premise(s.chunk.text, source_vecs.get(s.number)) for s in sources}
+        verdicts = [self._verdict(sent, by_number, premises, claim_vecs) for sent in sentences]
         return _summarize(verdicts)
 
     def _score(self, numbers: Sequence[int], premises: dict[int, _Premise], claim: Analysis, cvec,
@@ -827,10 +849,11 @@ class CitationChecker:
                 p = self._with_judge(p, self._judge_evidence(ps, claim, cvec), claim_str)
         return p, f
 
-    def _verdict(self, sent: AnswerSentence, by_number: dict[int, Source], premises: dict[int, _Premise]) -> Verdict:
+    def _verdict(self, sent: AnswerSentence, by_number: dict[int, Source], premises: dict[int, _Premise],
+                 claim_vecs: dict[str, np.ndarray]) -> Verdict:
         c = claim_text(sent.text)
         claim = analyze(c, self.analyzer)
-        cvec = self._claim_vector(c)
+        cvec = claim_vecs[c] if c in claim_vecs else self._claim_vector(c)
         cited = tuple(n for n in sent.citations if n in by_number)
         reasons: list[str] = []
         missing = [n for n in sent.citations if n not in by_number]

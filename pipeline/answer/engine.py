@@ -302,7 +302,7 @@ def answer_to_dict(a: Answer) -> dict:
 
         for s in parse_answer(a.raw_answer):
             sentences.append({"text": s.text, "citations": list(s.citations), "verdict": None})
-    cited = {n for s in sentences for n in s["citations"]}
+    cited = {n for s in sentences for n in [*s["citations"], *s.get("fixed_citations", [])]}
     return {
         "question": a.question,
         "answer": a.answer,

@@ -284,7 +284,7 @@ def _pair_key(p: dict) -> str:
 
 
 def _fit_judge(pairs, base: np.ndarray, y: np.ndarray, tune: np.ndarray, ds: np.ndarray, judged: dict,
-               band: tuple[float, float]) -> tuple[dict | None, dict]:
+               band: tuple[float, float], model: dict | None = None) -> tuple[dict | None, dict]:
     """Fit sigmoid(a·logit(p_base) + b·logit(p_judge) + c) on judged tune pairs in the band."""
     from pipeline.answer.checker import _logit
 
@@ -294,15 +294,17 @@ def _fit_judge(pairs, base: np.ndarray, y: np.ndarray, tune: np.ndarray, ds: np.
     pj = np.array([judged.get(_pair_key(p), 0.5) for p in pairs])
     inband = (base >= band[0]) & (base <= band[1])
     fit_sel = have & tune & inband
-    if fit_sel.sum() < 40:
-        fit_sel = have & tune
-    Z = np.column_stack([[_logit(v) for v in base[fit_sel]], [_logit(v) for v in pj[fit_sel]]])
-    w = _balanced_weights(y[fit_sel], ds[fit_sel])
-    m = fit_logistic(Z, y[fit_sel], w)
-    # back to raw logits: coef/scale, intercept - sum(coef*mean/scale)
-    coef = [m["coef"][k] / m["scale"][k] for k in range(2)]
-    intercept = m["intercept"] - sum(m["coef"][k] * m["mean"][k] / m["scale"][k] for k in range(2))
-    model = {"coef": [round(c, 6) for c in coef], "intercept": round(intercept, 6)}
+    if fit_sel.sum() < 10 and model is None:
+        return None, {}
+    if model is None:
+        Z = np.column_stack([[_logit(v) for v in base[fit_sel]], [_logit(v) for v in pj[fit_sel]]])
+        w = _balanced_weights(y[fit_sel], ds[fit_sel])
+        m = fit_logistic(Z, y[fit_sel], w)
+        # back to raw logits: coef/scale, intercept - sum(coef*mean/scale)
+        coef = [m["coef"][k] / m["scale"][k] for k in range(2)]
+        intercept = m["intercept"] - sum(m["coef"][k] * m["mean"][k] / m["scale"][k] for k in range(2))
+        model = {"coef": [round(c, 6) for c in coef], "intercept": round(intercept, 6)}
+    coef = model["coef"]
     report = {}
     for name in np.unique(ds):
         for half, hm in (("tune", tune), ("holdout", ~tune)):
@@ -423,9 +425,15 @@ def refit(sets: dict[str, str] = DEFAULT_SETS, write: bool = False, cache: Path 
         judged = json.loads(judge_path.read_text("utf-8"))
         s_embed = np.array([ck.linear_probability(fitted["embed"], row) for row in X])
         model, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, ck.JUDGE_BAND)
-        if model:
+        n_fit = sum(1 for k, p in enumerate(pairs) if tune[k] and _pair_key(p) in judged
+                    and ck.JUDGE_BAND[0] <= s_embed[k] <= ck.JUDGE_BAND[1])
+        report["judge_fit"] = {"fitted": model, "tune_pairs_in_band": n_fit, "min": ck.JUDGE_MIN_FIT}
+        if model and n_fit >= ck.JUDGE_MIN_FIT:
             fitted["judge"] = model
-            report["judge"] = jrep
+        else:  # too few judged pairs: keep the prior, report what it does
+            fitted["judge"] = ck.JUDGE_PRIOR
+            _, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, ck.JUDGE_BAND, model=ck.JUDGE_PRIOR)
+        report["judge"] = jrep
     if write:
         _write_fitted(fitted)
     return {"fitted": fitted, "report": report}
