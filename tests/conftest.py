@@ -16,7 +16,7 @@ def hash_settings(index_dir: Path, **kw):
     """Settings with the model-free hashing embedder: fast plumbing tests."""
     from pipeline.settings import Settings
 
-    return Settings(index_dir=str(index_dir), embed_model="hash:256", chunk_tokens=120, **kw)
+    return Settings(**{"index_dir": str(index_dir), "embed_model": "hash:256", "chunk_tokens": 120, **kw})
 
 
 @pytest.fixture

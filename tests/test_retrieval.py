@@ -113,3 +113,207 @@ def test_unknown_fusion_lists_the_valid_ones():
         fuse("borda", SPARSE, DENSE)
     for name in FUSIONS:
         assert name in str(err.value)
+
+
+def test_anchored_fusion_leans_to_the_retriever_with_a_clear_answer():
+    # BM25's top chunk holds 90% of what the query could score; dense is flat.
+    sparse = [("lexical", 9.0), ("x", 1.0), ("y", 0.9)]
+    dense = [("semantic", 0.801), ("lexical", 0.800), ("x", 0.799), ("y", 0.798)]
+    assert fuse("anchored", sparse, dense, sparse_ceiling=10.0, depth=50)[0][0] == "lexical"
+    # Now BM25 only scratches the query (10% of its ceiling) and dense has a clear winner.
+    sparse = [("lexical", 1.0), ("x", 0.9)]
+    dense = [("semantic", 0.95), ("lexical", 0.80), ("x", 0.79), ("y", 0.78)]
+    assert fuse("anchored", sparse, dense, sparse_ceiling=10.0, depth=50)[0][0] == "semantic"
+
+
+def test_anchored_fusion_scores_a_chunk_missing_from_a_short_bm25_list_as_zero():
+    # Two chunks tie on dense; only one matches the query's words at all.
+    sparse = [("match", 2.0)]
+    dense = [("other", 0.9), ("match", 0.9), ("z", 0.7)]
+    fused = fuse("anchored", sparse, dense, sparse_ceiling=4.0, depth=50)
+    assert fused[0][0] == "match"
+
+
+# ----------------------------------------------------------------- the llama-index retriever
+
+
+class ReverseReranker:
+    """A fake reranker: reverses what it is given (makes its effect visible)."""
+
+    def __init__(self, settings=None):
+        self.calls = []
+
+    def rerank(self, query, chunks):
+        self.calls.append((query, len(chunks)))
+        return [ScoredChunk(c.chunk, float(i)) for i, c in enumerate(reversed(list(chunks)))]
+
+
+def make_reverse_reranker(settings):
+    return ReverseReranker(settings)
+
+
+@pytest.fixture
+def notes_index(fresh_index, notes):
+    ingest(fresh_index, notes)
+    return open_index(fresh_index)
+
+
+def test_hybrid_retriever_returns_llama_index_nodes_with_locations(notes_index):
+    from llama_index.core.schema import NodeWithScore
+
+    from pipeline.index.retriever import HybridRetriever
+
+    retriever = HybridRetriever(notes_index, top_k=2)
+    nodes = retriever.retrieve("Ollamaの既定のポートは？")
+    assert 1 <= len(nodes) <= 2
+    assert all(isinstance(n, NodeWithScore) for n in nodes)
+    top = nodes[0].node
+    assert top.metadata["path"].endswith("ollama.md")
+    assert "11434" in top.get_content()
+    assert top.node_id == search(notes_index, "Ollamaの既定のポートは？", k=1)[0].chunk.id
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+def test_retriever_modes_match_search(notes_index, mode):
+    from pipeline.index.retriever import HybridRetriever
+
+    got = HybridRetriever(notes_index, top_k=3, mode=mode).retrieve_chunks("量子化 メモリ")
+    want = search(notes_index, "量子化 メモリ", k=3, retriever=mode)
+    assert [c.chunk.id for c in got] == [c.chunk.id for c in want]
+
+
+def test_reranker_reorders_the_fused_candidates(notes_index):
+    from pipeline.index.retriever import HybridRetriever
+
+    reranker = ReverseReranker()
+    retriever = HybridRetriever(notes_index, top_k=2, reranker=reranker, rerank_candidates=3)
+    pool = search(notes_index, "RAG 検索", k=3)
+    got = retriever.retrieve_chunks("RAG 検索")
+    assert reranker.calls == [("RAG 検索", len(pool))]
+    assert [c.chunk.id for c in got] == [c.chunk.id for c in reversed(pool)][:2]
+
+
+def test_reranker_is_loaded_from_the_setting(fresh_index):
+    from pipeline.index.retriever import load_reranker
+
+    assert load_reranker(fresh_index) is None  # no setting: no reranker
+
+    class WithReranker:
+        reranker = "tests.test_retrieval:make_reverse_reranker"
+
+    assert type(load_reranker(WithReranker())).__name__ == "ReverseReranker"
+
+    class Broken:
+        reranker = "no_such_package.module:factory"
+
+    with pytest.raises(ConfigError, match="reranker"):
+        load_reranker(Broken())
+
+
+# ----------------------------------------------------------------- the eval runner
+
+TOY_CORPUS = [
+    {"doc_id": "toy:ollama", "title": "Ollama", "text": "Ollamaの既定のポートは11434です。モデルは ollama pull で取得する。"},
+    {"doc_id": "toy:rag", "title": "RAGメモ", "text": "RAGは検索した文書を根拠にして回答する手法です。"},
+    {"doc_id": "toy:quant", "title": "量子化", "text": "7Bモデルは4bit量子化で約4GBのメモリで動く。"},
+    {"doc_id": "toy/odd id:日本語", "title": "梅雨", "text": "梅雨は5月から7月にかけて雨の多い期間のこと。"},
+]
+TOY_QUERIES = [
+    {"qid": "q1", "question": "Ollamaのポート番号は？", "answers": ["11434"], "gold_doc_ids": ["toy:ollama"]},
+    {"qid": "q2", "question": "梅雨は何月から何月まで？", "answers": ["5月から7月"], "gold_doc_ids": ["toy/odd id:日本語"]},
+    {"qid": "q3", "question": "4bit量子化した7Bモデルのメモリは？", "answers": ["約4GB"],
+     "gold_doc_ids": ["toy:quant", "toy:rag"]},
+]
+
+
+@pytest.fixture
+def toy_data(tmp_path):
+    d = tmp_path / "toy"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in TOY_CORPUS), "utf-8")
+    (d / "queries.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in TOY_QUERIES), "utf-8")
+    return d
+
+
+def test_eval_document_files_read_back_as_title_and_text(tmp_path):
+    from pipeline.ingest.readers import read_document
+
+    for rec in TOY_CORPUS:
+        doc = CorpusDoc(rec["doc_id"], rec["title"], rec["text"])
+        name = doc_filename(doc.doc_id)
+        assert "/" not in name and not name.startswith(".")
+        path = tmp_path / name
+        path.write_text(render_document(doc), "utf-8")
+        read = read_document(path)
+        assert read.title == doc.title
+        assert read.text[read.body_start :] == doc.text
+
+
+def test_eval_retrieval_reports_every_metric_and_reuses_its_index(toy_data, tmp_path):
+    settings = hash_settings(tmp_path / "user-index", cache_dir=tmp_path / "cache")
+    first = evaluate_retrieval(toy_data, settings).to_dict()
+    assert (first["n_docs"], first["n_queries"]) == (4, 3)
+    assert list(first)[:3] == ["n_docs", "n_queries", "retrievers"]
+    assert set(first["retrievers"]) == {"bm25", "dense", "hybrid"}
+    for metrics in first["retrievers"].values():
+        assert set(metrics) == {
+            "recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "latency_ms_p50", "latency_ms_p95",
+        }
+        assert all(0.0 <= metrics[k] <= 1.0 for k in ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"))
+    # Every document is found within the top 10 of 4 documents.
+    assert first["retrievers"]["bm25"]["recall@10"] == 1.0
+    assert first["index_cached"] is False
+    # The user's index is never touched; the second run reuses the cached one.
+    assert not (tmp_path / "user-index").exists()
+    second = evaluate_retrieval(toy_data, settings, retrievers=("bm25",)).to_dict()
+    assert second["index_cached"] is True
+    assert second["retrievers"]["bm25"]["ndcg@10"] == first["retrievers"]["bm25"]["ndcg@10"]
+
+
+def test_eval_retrieval_cli_prints_one_json_object(toy_data, tmp_path):
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120",
+           "RAG_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "eval", "retrieval", str(toy_data), "--retriever", "bm25",
+         "--limit", "2", "--json"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["n_queries"] == 2 and list(data["retrievers"]) == ["bm25"]
+
+
+def test_eval_retrieval_rejects_an_unknown_retriever(toy_data, tmp_path):
+    settings = hash_settings(tmp_path / "i", cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="bm25, dense, hybrid"):
+        evaluate_retrieval(toy_data, settings, retrievers=("splade",))
+
+
+# ----------------------------------------------------------------- real embedder (slow)
+
+
+@pytest.mark.slow
+def test_real_embedder_hybrid_is_at_least_as_good_as_either_part_on_a_jsquad_slice(tmp_path):
+    """30 JSQuAD paragraphs and their questions, multilingual-e5-small (CC BY-SA 4.0 data)."""
+    from pipeline.settings import Settings
+
+    src = EVALDATA / "jsquad_v1.3_valid"
+    if not src.exists():
+        pytest.skip("../shared/evaldata is not here")
+    corpus = [json.loads(x) for x in (src / "corpus.jsonl").read_text("utf-8").splitlines()[:30]]
+    ids = {d["doc_id"] for d in corpus}
+    queries = [q for q in map(json.loads, (src / "queries.jsonl").read_text("utf-8").splitlines())
+               if set(q["gold_doc_ids"]) <= ids]
+    d = tmp_path / "slice"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in corpus), "utf-8")
+    (d / "queries.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in queries), "utf-8")
+    settings = Settings(index_dir=str(tmp_path / "unused"), cache_dir=tmp_path / "cache")
+    report = evaluate_retrieval(d, settings, limit=60).to_dict()
+    r = report["retrievers"]
+    assert report["n_docs"] == 30
+    assert r["dense"]["ndcg@10"] > 0.6 and r["bm25"]["ndcg@10"] > 0.6
+    assert r["hybrid"]["ndcg@10"] >= max(r["bm25"]["ndcg@10"], r["dense"]["ndcg@10"]) - 0.02

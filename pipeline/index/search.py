@@ -1,15 +1,43 @@
-"""Top-k chunks for a question: BM25, dense, or both fused (see `pipeline.index.fusion`)."""
+"""Top-k chunks for a question: BM25, dense, or both fused (`pipeline.index.fusion`).
+
+Hybrid asks each retriever for its top `max(k, CANDIDATES)` chunks and fuses them with
+`settings.fusion` (default "anchored"). The BM25 side is tokenized here with
+`bm25_tokens`, so the query's BM25 ceiling (`BM25Index.upper_bound`) comes from the
+very tokens that were scored.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.index.bm25 import bm25_tokens
 from pipeline.index.fusion import DEFAULT_FUSION, fuse
 from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
+
+__all__ = ["CANDIDATES", "RETRIEVERS", "RetrieverName", "SparseResult", "search", "sparse_search"]
 
 RetrieverName = Literal["hybrid", "bm25", "dense"]
 RETRIEVERS = ("bm25", "dense", "hybrid")
 CANDIDATES = 50  # each retriever's list depth before fusion
+
+
+@dataclass(frozen=True)
+class SparseResult:
+    hits: list[ScoredChunk]
+    ceiling: float  # the query's BM25 upper bound (0 when no token is in the index)
+
+
+def sparse_search(index: IndexSnapshot, query: str, k: int) -> SparseResult:
+    """BM25 top-k over the live chunks, with the query's score ceiling."""
+    tokens = bm25_tokens(index.analyzer, query)
+    chunks = index.chunks
+    hits = [
+        ScoredChunk(chunks[h.chunk_id], h.score)
+        for h in index.bm25.search(tokens, k)
+        if h.chunk_id in chunks
+    ]
+    return SparseResult(hits, index.bm25.upper_bound(tokens) if hits else 0.0)
 
 
 def search(
@@ -19,20 +47,23 @@ def search(
     retriever: RetrieverName = "hybrid",
     fusion: str | None = None,
 ) -> list[ScoredChunk]:
-    """The `k` best chunks; hybrid fuses both retrievers' top `max(k, CANDIDATES)`."""
+    """The `k` best chunks. `fusion` names a rule in `fusion.FUSIONS` (default: settings.fusion)."""
     if retriever == "bm25":
-        return index.sparse(query, k)
+        return sparse_search(index, query, k).hits
     if retriever == "dense":
         return index.dense(query, k)
     if retriever != "hybrid":
         raise ValueError(f"unknown retriever {retriever!r}: choose bm25, dense or hybrid")
+    method = fusion or getattr(index.settings, "fusion", None) or DEFAULT_FUSION
     n = max(k, CANDIDATES)
-    sparse = index.sparse(query, n)
+    sparse = sparse_search(index, query, n)
     dense = index.dense(query, n)
-    chunks = {sc.chunk.id: sc.chunk for sc in (*sparse, *dense)}
+    chunks = {sc.chunk.id: sc.chunk for sc in (*sparse.hits, *dense)}
     fused = fuse(
-        fusion or DEFAULT_FUSION,
-        [(sc.chunk.id, sc.score) for sc in sparse],
+        method,
+        [(sc.chunk.id, sc.score) for sc in sparse.hits],
         [(sc.chunk.id, sc.score) for sc in dense],
+        sparse_ceiling=sparse.ceiling,
+        depth=n,
     )
     return [ScoredChunk(chunks[cid], score) for cid, score in fused[:k]]

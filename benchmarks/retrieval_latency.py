@@ -1,0 +1,192 @@
+"""Warm query latency of `rag search` (bm25 / dense / hybrid) and HNSW recall against exact search.
+
+    python benchmarks/retrieval_latency.py ../shared/evaldata/jaquad_dev --queries 300
+    python benchmarks/retrieval_latency.py ../shared/evaldata/jaquad_dev --hnsw-only --json
+
+Uses the evaluation index that `rag eval retrieval` builds (cached under
+settings.cache_dir/eval), with a plain embedder (no reused query vectors), and times
+`pipeline.index.search.search(index, question, k=settings.top_k)` per question after one
+untimed warm-up question. Hybrid is also split into its steps (query embedding, BM25,
+Chroma, fusion).
+
+HNSW: every question's Chroma top-10 is compared with the exact top-10 (numpy over all
+vectors of the index), for the configured settings and for other HNSW settings rebuilt
+in an in-memory Chroma from the same vectors. A benchmark, not a test: numbers depend on
+the machine and on what else runs on it (the load average is printed with them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.evaluation.datasets import load_retrieval_dataset  # noqa: E402
+from pipeline.evaluation.metrics import percentile  # noqa: E402
+
+HNSW_GRID = [  # (max_neighbors M, ef_construction, ef_search)
+    (16, 100, 10),
+    (16, 100, 100),  # Chroma's defaults
+    (16, 100, 400),
+    (32, 200, 100),
+    (32, 200, 400),  # this project's defaults (settings.hnsw_*)
+]
+
+
+def _ms(xs: list[float]) -> dict:
+    return {"p50": round(percentile(xs, 50), 2), "p95": round(percentile(xs, 95), 2),
+            "mean": round(sum(xs) / len(xs), 2) if xs else 0.0}
+
+
+def open_eval_index(data_dir: Path, n_queries: int):
+    from pipeline.evaluation.retrieval import (
+        VECTOR_CACHE,
+        CachingEmbedder,
+        VectorCache,
+        eval_settings,
+        prepare_index,
+    )
+    from pipeline.index.embedder import load_embedder
+    from pipeline.index.snapshot import IndexSnapshot
+    from pipeline.settings import load_settings
+
+    settings = load_settings()
+    ds = load_retrieval_dataset(data_dir, limit=n_queries)
+    caching = CachingEmbedder(settings, VectorCache(Path(settings.cache_dir) / "eval" / VECTOR_CACHE))
+    prepared = prepare_index(ds, settings, caching)
+    index = IndexSnapshot(
+        eval_settings(settings, prepared.index_dir), prepared.index_dir, embedder=load_embedder(settings)
+    )
+    return settings, ds, index
+
+
+def latency(index, questions: list[str], k: int) -> dict:
+    from pipeline.index.fusion import DEFAULT_FUSION, fuse
+    from pipeline.index.search import CANDIDATES, search, sparse_search
+
+    out: dict = {}
+    for retriever in ("bm25", "dense", "hybrid"):
+        search(index, "検索の準備はできていますか？", k=k, retriever=retriever)  # warm-up
+        times = []
+        for q in questions:
+            t0 = time.perf_counter()
+            search(index, q, k=k, retriever=retriever)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[retriever] = _ms(times)
+    steps: dict[str, list[float]] = {"embed": [], "bm25": [], "chroma": [], "fusion": []}
+    vectors = []
+    allowed = set(index.chunks)
+    n = max(k, CANDIDATES)
+    for q in questions:
+        t0 = time.perf_counter()
+        v = index.embedder.embed_query(q)
+        t1 = time.perf_counter()
+        sparse = sparse_search(index, q, n)
+        t2 = time.perf_counter()
+        hits = index.store.query(v, n, allowed=allowed)
+        t3 = time.perf_counter()
+        fuse(DEFAULT_FUSION, [(h.chunk.id, h.score) for h in sparse.hits], [(h.chunk_id, h.score) for h in hits],
+             sparse_ceiling=sparse.ceiling, depth=n)
+        t4 = time.perf_counter()
+        for key, a, b in (("embed", t0, t1), ("bm25", t1, t2), ("chroma", t2, t3), ("fusion", t3, t4)):
+            steps[key].append((b - a) * 1000)
+        vectors.append(v)
+    out["hybrid_steps"] = {key: _ms(v) for key, v in steps.items()}
+    return out, np.stack(vectors)
+
+
+def hnsw_recall(index, qvecs: np.ndarray, settings, k: int = 10) -> dict:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    got = index.store.collection.get(ids=sorted(index.chunks), include=["embeddings"])
+    ids = got["ids"]
+    mat = np.asarray(got["embeddings"], dtype=np.float32)
+    mat /= np.linalg.norm(mat, axis=1, keepdims=True)
+    exact = [set(np.asarray(ids)[np.argsort(-(mat @ q))[:k]]) for q in qvecs]
+
+    def recall(found):
+        return round(float(np.mean([len(f & e) / k for f, e in zip(found, exact)])), 4)
+
+    live = set(ids)
+    configured = [{h.chunk_id for h in index.store.query(q, k, allowed=live)} for q in qvecs]
+    result = {
+        "vectors": len(ids),
+        "questions": len(qvecs),
+        "configured": {
+            "M": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
+            "ef_search": settings.hnsw_ef_search, "recall@10": recall(configured),
+        },
+        "grid": [],
+    }
+    client = chromadb.EphemeralClient(settings=ChromaSettings(anonymized_telemetry=False))
+    for m, efc, efs in HNSW_GRID:
+        name = f"bench-{m}-{efc}-{efs}"
+        col = client.get_or_create_collection(
+            name, embedding_function=None,
+            configuration={"hnsw": {"space": "cosine", "max_neighbors": m, "ef_construction": efc, "ef_search": efs}},
+        )
+        t0 = time.perf_counter()
+        for i in range(0, len(ids), 1000):
+            col.add(ids=ids[i : i + 1000], embeddings=mat[i : i + 1000].tolist())
+        build = time.perf_counter() - t0
+        found, times = [], []
+        for q in qvecs:
+            t1 = time.perf_counter()
+            res = col.query(query_embeddings=[q.tolist()], n_results=k, include=[])
+            times.append((time.perf_counter() - t1) * 1000)
+            found.append(set(res["ids"][0]))
+        result["grid"].append({"M": m, "ef_construction": efc, "ef_search": efs, "recall@10": recall(found),
+                               "query_ms_p50": round(percentile(times, 50), 2), "build_s": round(build, 2)})
+        client.delete_collection(name)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data_dir", type=Path)
+    ap.add_argument("--queries", type=int, default=300, help="questions, evenly spaced through the file")
+    ap.add_argument("--hnsw-only", action="store_true", help="skip the latency runs")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    import torch
+
+    settings, ds, index = open_eval_index(args.data_dir, args.queries)
+    questions = [q.question for q in ds.queries]
+    report = {
+        "dataset": ds.name, "chunks": len(index.chunks), "questions": len(questions), "k": settings.top_k,
+        "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in os.getloadavg()],
+    }
+    if args.hnsw_only:
+        qvecs = np.stack([index.embedder.embed_query(q) for q in questions])
+    else:
+        report["latency_ms"], qvecs = latency(index, questions, settings.top_k)
+    report["hnsw"] = hnsw_recall(index, qvecs, settings)
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{ds.name}: {report['chunks']} chunks, {len(questions)} questions, k={settings.top_k}, "
+          f"torch threads {report['torch_threads']}, load {report['load_average_before']}")
+    for name, m in report.get("latency_ms", {}).items():
+        if name == "hybrid_steps":
+            print("  hybrid steps: " + ", ".join(f"{s} p50 {v['p50']} ms" for s, v in m.items()))
+        else:
+            print(f"  {name:7s} p50 {m['p50']:7.2f} ms  p95 {m['p95']:7.2f} ms")
+    h = report["hnsw"]
+    print(f"  HNSW recall@10 vs exact ({h['vectors']} vectors): configured {h['configured']}")
+    for g in h["grid"]:
+        print(f"    {g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
