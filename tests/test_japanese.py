@@ -22,7 +22,7 @@ from pipeline.japanese import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = Path("/work/shared/seeds/notes-llm-ja.txt")
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "notes-llm-ja.txt"
 
 
 @pytest.fixture(scope="module")
