@@ -443,7 +443,7 @@ def eval_retrieval(
     cached = " (キャッシュを再利用)" if report.index_cached else ""
     typer.echo(
         f"{report.dataset}: {report.n_docs} 文書, {report.n_chunks} チャンク, {report.n_queries} 問, "
-        f"索引作成 {report.indexing_s:.1f} 秒{cached}"
+        f"索引作成 {report.indexing_s:.1f} 秒 (新たに埋め込み {report.vectors_computed} チャンク){cached}"
     )
     typer.echo(f"{'':16}{'R@1':>8}{'R@5':>8}{'R@10':>8}{'MRR@10':>8}{'nDCG@10':>9}{'p50 ms':>9}{'p95 ms':>9}")
     for name, m in report.retrievers.items():

@@ -166,6 +166,7 @@ class CachingEmbedder:
         self._inner: "Embedder | None" = None
         self._queries: dict[str, tuple[np.ndarray, float]] = {}
         self.replayed_s = 0.0
+        self.computed = 0  # passage vectors the model computed (not found in the cache)
 
     @property
     def inner(self) -> "Embedder":
@@ -198,12 +199,14 @@ class CachingEmbedder:
 
     def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
         if self.cache is None:
+            self.computed += len(texts)
             return self.inner.embed_passages(texts)
         keys = [self._key(t) for t in texts]
         have = self.cache.get(keys)
         todo = [i for i, k in enumerate(keys) if k not in have]
         if todo:
             fresh = self.inner.embed_passages([texts[i] for i in todo])
+            self.computed += len(todo)
             new = {keys[i]: v for i, v in zip(todo, fresh)}
             self.cache.put(new)
             have.update(new)
@@ -221,6 +224,7 @@ class PreparedIndex:
     cached: bool  # reused from an earlier run
     n_chunks: int
     skipped: list[dict] = field(default_factory=list)  # documents the reader refused
+    vectors_computed: int = 0  # passage vectors embedded by that ingest (the rest came from the cache)
 
     def doc_id(self, path: str) -> str:
         return self.doc_of_file[Path(path).name]
@@ -290,7 +294,7 @@ def prepare_index(
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             return PreparedIndex(
                 index_dir, meta["doc_of_file"], meta["indexing_s"], True, meta["n_chunks"],
-                meta["skipped"],
+                meta["skipped"], meta.get("vectors_computed", 0),
             )
         docs_dir.mkdir(exist_ok=True)
         doc_of_file: dict[str, str] = {}
@@ -300,6 +304,7 @@ def prepare_index(
                 name = hashlib.sha256(doc.doc_id.encode()).hexdigest()[:40] + ".md"
             doc_of_file[name] = doc.doc_id
             _write_if_changed(docs_dir / name, render_document(doc))
+        computed = getattr(embedder, "computed", 0)
         t0 = time.perf_counter()
         summary = Ingestor(eval_settings(settings, index_dir), index_dir, embedder=embedder).run(
             [docs_dir], _IngestReporter(progress)
@@ -314,11 +319,15 @@ def prepare_index(
             "doc_of_file": doc_of_file,
             "indexing_s": round(seconds, 3),
             "n_chunks": summary.chunks,
+            "vectors_computed": getattr(embedder, "computed", 0) - computed,
             "skipped": skipped,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         meta_path.write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
-        return PreparedIndex(index_dir, doc_of_file, meta["indexing_s"], False, summary.chunks, skipped)
+        return PreparedIndex(
+            index_dir, doc_of_file, meta["indexing_s"], False, summary.chunks, skipped,
+            meta["vectors_computed"],
+        )
 
 
 def eval_index(
@@ -376,8 +385,9 @@ class RetrievalReport:
     n_docs: int
     n_queries: int
     n_chunks: int
-    indexing_s: float
+    indexing_s: float  # wall time of the ingest that built the index (see vectors_computed)
     index_cached: bool
+    vectors_computed: int  # passage vectors that ingest embedded; the others came from the cache
     skipped_docs: list[dict]
     retrievers: dict[str, dict[str, float]]
 
@@ -434,6 +444,7 @@ def evaluate_retrieval(
         n_chunks=prepared.n_chunks,
         indexing_s=prepared.indexing_s,
         index_cached=prepared.cached,
+        vectors_computed=prepared.vectors_computed,
         skipped_docs=prepared.skipped,
         retrievers=results,
     )

@@ -102,7 +102,9 @@ class IndexSnapshot:
         return [ScoredChunk(self.chunks[h.chunk_id], h.score) for h in hits]
 
     def sparse(self, query: str, k: int) -> list[ScoredChunk]:
-        hits = self.bm25.search(self.analyzer.content_lemmas(query), k)
+        from pipeline.index.bm25 import bm25_tokens
+
+        hits = self.bm25.search(bm25_tokens(self.analyzer, query), k)
         return [ScoredChunk(self.chunks[h.chunk_id], h.score) for h in hits if h.chunk_id in self.chunks]
 
 

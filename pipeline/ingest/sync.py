@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pipeline.documents import Chunk
 from pipeline.errors import ConfigError, IndexLocked, ReadError
+from pipeline.index.bm25 import TOKENS_VERSION, bm25_tokens
 from pipeline.index.manifest import (
     IN_PROGRESS,
     LAST_RUN,
@@ -96,6 +97,7 @@ def fingerprint(settings: "Settings") -> dict:
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap_sentences": settings.chunk_overlap_sentences,
         "chunker_version": CHUNKER_VERSION,
+        "bm25_tokens": TOKENS_VERSION,  # stored chunk tokens must match how queries are tokenized
     }
 
 
@@ -300,7 +302,7 @@ class Ingestor:
             raise ReadError(doc.path, "本文がありません (no text to index)")
         texts = [embed_header(c.title, c.heading_path) + "\n" + c.text for c in chunks]
         if not (self.index_dir / rel).exists():
-            tokens = [self.analyzer.content_lemmas(t) for t in texts]
+            tokens = [bm25_tokens(self.analyzer, t) for t in texts]
             stored = StoredDocument(
                 path=doc.path,
                 title=doc.title,
