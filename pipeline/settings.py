@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # Retrieval
     retriever: Literal["hybrid", "bm25", "dense"] = "hybrid"
     top_k: int = 5
+    follow_links: bool = Field(
+        True, description="Hybrid: put documents the top hit names by title after it (multi-hop questions)."
+    )
 
     # Answering
     llm_backend: Literal["embedded", "ollama", "openai", "extractive"] = "embedded"

@@ -336,3 +336,53 @@ def test_real_embedder_hybrid_is_at_least_as_good_as_either_part_on_a_jsquad_sli
     assert report["n_docs"] == 30
     assert r["dense"]["ndcg@10"] > 0.6 and r["bm25"]["ndcg@10"] > 0.6
     assert r["hybrid"]["ndcg@10"] >= max(r["bm25"]["ndcg@10"], r["dense"]["ndcg@10"]) - 0.02
+
+
+# ----------------------------------------------------------------- second hop by title
+
+HOP_NOTES = {
+    "kawashima.md": "# 川島明\n\n川島明はお笑い芸人。所属する事務所は吉本興業である。\n",
+    "yoshimoto.md": "# 吉本興業\n\n本店は大阪府大阪市中央区にある。創業は1912年。\n",
+    "osaka.md": "# 大阪城\n\n大阪城は大阪府にある城で、豊臣秀吉が築いた。\n",
+    "tokyo.md": "# 東京タワー\n\n東京都港区にある電波塔。芸人のロケにもよく使われる。\n",
+    "agencies.md": "# 芸能事務所\n\nタレントが所属する会社。\n",
+}
+HOP_QUESTION = "川島明が所属する事務所の本店がある都道府県は？"
+
+
+@pytest.fixture
+def hop_index(tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for name, text in HOP_NOTES.items():
+        (notes / name).write_text(text, "utf-8")
+    settings = hash_settings(tmp_path / "index")
+    ingest(settings, notes)
+    return open_index(settings)
+
+
+def test_hybrid_follows_the_top_hit_to_the_document_it_names(hop_index):
+    hits = search(hop_index, HOP_QUESTION, k=3, retriever="hybrid")
+    names = [Path(h.chunk.path).name for h in hits]
+    # The question never says 吉本興業; the top hit does, and 本店 is left to match there.
+    assert names[:2] == ["kawashima.md", "yoshimoto.md"]
+    assert hits[1].linked_from == hits[0].chunk.id and hits[0].linked_from is None
+
+
+def test_no_second_hop_when_switched_off_or_nothing_is_left_to_find(hop_index):
+    plain = hop_index.settings.model_copy(update={"follow_links": False})
+    hop_index.settings = plain
+    hits = search(hop_index, HOP_QUESTION, k=4, retriever="hybrid")
+    assert all(h.linked_from is None for h in hits)
+    hop_index.settings = plain.model_copy(update={"follow_links": True})
+    # Single-hop: the top hit holds every word of the question, so the note it names stays put.
+    hits = search(hop_index, "川島明はどこに所属している？", k=4, retriever="hybrid")
+    assert Path(hits[0].chunk.path).name == "kawashima.md"
+    assert all(h.linked_from is None for h in hits)
+
+
+def test_title_index_keeps_titles_one_document_holds():
+    from pipeline.index.links import TitleIndex
+
+    titles = TitleIndex.build({"a.md": "ＧＰＵ", "b.md": "概要", "c.md": "概要", "d.md": "x", "e.md": "吉本興業"})
+    assert titles.named_in("吉本興業のgpu資料と概要") == ["e.md", "a.md"]  # NFKC, order of mention

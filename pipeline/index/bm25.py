@@ -101,6 +101,16 @@ class BM25Index:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [SparseHit(self.ids[i], float(scores[i])) for i in top if scores[i] > 0]
 
+    def scores(self, query_tokens: Sequence[str]) -> dict[str, float]:
+        """Every chunk with a positive score for these tokens, by ID."""
+        if not self.ids:
+            return {}
+        token_ids = self.retriever.get_tokens_ids(list(query_tokens))
+        if not token_ids:
+            return {}
+        scores = self.retriever.get_scores_from_ids(token_ids)
+        return {self.ids[i]: float(scores[i]) for i in np.flatnonzero(scores > 0)}
+
     def upper_bound(self, query_tokens: Sequence[str]) -> float:
         """The score a chunk holding every query token at its best would get.
 

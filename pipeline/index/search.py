@@ -3,7 +3,8 @@
 Hybrid asks each retriever for its top `max(k, CANDIDATES)` chunks and fuses them with
 `settings.fusion` (default "anchored"). The BM25 side is tokenized here with
 `bm25_tokens`, so the query's BM25 ceiling (`BM25Index.upper_bound`) comes from the
-very tokens that were scored.
+very tokens that were scored. With `settings.follow_links` (default on), documents the
+top hit names by title are then put after it (`pipeline.index.links`, a second hop).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 
 from pipeline.index.bm25 import bm25_tokens
 from pipeline.index.fusion import DEFAULT_FUSION, fuse
+from pipeline.index.links import follow_links
 from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
 
 __all__ = ["CANDIDATES", "RETRIEVERS", "RetrieverName", "SparseResult", "search", "sparse_search"]
@@ -28,9 +30,9 @@ class SparseResult:
     ceiling: float  # the query's BM25 upper bound (0 when no token is in the index)
 
 
-def sparse_search(index: IndexSnapshot, query: str, k: int) -> SparseResult:
+def sparse_search(index: IndexSnapshot, query: str, k: int, tokens: list[str] | None = None) -> SparseResult:
     """BM25 top-k over the live chunks, with the query's score ceiling."""
-    tokens = bm25_tokens(index.analyzer, query)
+    tokens = bm25_tokens(index.analyzer, query) if tokens is None else tokens
     chunks = index.chunks
     hits = [
         ScoredChunk(chunks[h.chunk_id], h.score)
@@ -56,7 +58,8 @@ def search(
         raise ValueError(f"unknown retriever {retriever!r}: choose bm25, dense or hybrid")
     method = fusion or getattr(index.settings, "fusion", None) or DEFAULT_FUSION
     n = max(k, CANDIDATES)
-    sparse = sparse_search(index, query, n)
+    tokens = bm25_tokens(index.analyzer, query)
+    sparse = sparse_search(index, query, n, tokens)
     dense = index.dense(query, n)
     chunks = {sc.chunk.id: sc.chunk for sc in (*sparse.hits, *dense)}
     fused = fuse(
@@ -66,4 +69,7 @@ def search(
         sparse_ceiling=sparse.ceiling,
         depth=n,
     )
-    return [ScoredChunk(chunks[cid], score) for cid, score in fused[:k]]
+    hits = [ScoredChunk(chunks[cid], score) for cid, score in fused[: max(k, n)]]
+    if getattr(index.settings, "follow_links", True):
+        hits = follow_links(index, query, tokens, hits)
+    return hits[:k]

@@ -15,6 +15,7 @@ from pipeline.index.manifest import Manifest, StoredDocument, record_to_chunk
 if TYPE_CHECKING:
     from pipeline.index.bm25 import BM25Index
     from pipeline.index.embedder import Embedder
+    from pipeline.index.links import TitleIndex
     from pipeline.index.store import ChromaStore
     from pipeline.settings import Settings
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 class ScoredChunk:
     chunk: Chunk
     score: float
+    linked_from: str | None = None  # the hit whose text names this chunk's document (index.links)
 
 
 class IndexSnapshot:
@@ -67,6 +69,22 @@ class IndexSnapshot:
                     d = StoredDocument(**json.loads(line))
                     out[d.path] = d
         return out
+
+    @cached_property
+    def title_index(self) -> "TitleIndex":
+        from pipeline.index.links import TitleIndex
+
+        return TitleIndex.build({path: d.title for path, d in self.documents.items()})
+
+    @cached_property
+    def _chunk_ids_by_path(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for cid, c in self.chunks.items():
+            out.setdefault(c.path, []).append(cid)
+        return out
+
+    def chunk_ids_of(self, path: str) -> list[str]:
+        return self._chunk_ids_by_path.get(path, [])
 
     @cached_property
     def bm25(self) -> "BM25Index":
