@@ -42,15 +42,20 @@ INFLECTED_QUERIES = [
 ]
 
 
-@pytest.fixture
-def verb_index(tmp_path):
+def notes_index(tmp_path, notes_by_name: dict[str, str]):
+    """An index (hashing embedder) of the given notes."""
     notes = tmp_path / "notes"
     notes.mkdir()
-    for name, text in VERB_NOTES.items():
+    for name, text in notes_by_name.items():
         (notes / name).write_text(text, "utf-8")
     settings = hash_settings(tmp_path / "index")
     ingest(settings, notes)
     return open_index(settings)
+
+
+@pytest.fixture
+def verb_index(tmp_path):
+    return notes_index(tmp_path, VERB_NOTES)
 
 
 @pytest.mark.parametrize("query,expected", INFLECTED_QUERIES)
@@ -352,13 +357,7 @@ HOP_QUESTION = "川島明が所属する事務所の本店がある都道府県�
 
 @pytest.fixture
 def hop_index(tmp_path):
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    for name, text in HOP_NOTES.items():
-        (notes / name).write_text(text, "utf-8")
-    settings = hash_settings(tmp_path / "index")
-    ingest(settings, notes)
-    return open_index(settings)
+    return notes_index(tmp_path, HOP_NOTES)
 
 
 def test_hybrid_follows_the_top_hit_to_the_document_it_names(hop_index):
