@@ -42,7 +42,7 @@ INFLECTED_QUERIES = [
 ]
 
 
-def notes_index(tmp_path, notes_by_name: dict[str, str]):
+def index_of_notes(tmp_path, notes_by_name: dict[str, str]):
     """An index (hashing embedder) of the given notes."""
     notes = tmp_path / "notes"
     notes.mkdir()
@@ -55,7 +55,7 @@ def notes_index(tmp_path, notes_by_name: dict[str, str]):
 
 @pytest.fixture
 def verb_index(tmp_path):
-    return notes_index(tmp_path, VERB_NOTES)
+    return index_of_notes(tmp_path, VERB_NOTES)
 
 
 @pytest.mark.parametrize("query,expected", INFLECTED_QUERIES)
@@ -357,7 +357,7 @@ HOP_QUESTION = "川島明が所属する事務所の本店がある都道府県�
 
 @pytest.fixture
 def hop_index(tmp_path):
-    return notes_index(tmp_path, HOP_NOTES)
+    return index_of_notes(tmp_path, HOP_NOTES)
 
 
 def test_hybrid_follows_the_top_hit_to_the_document_it_names(hop_index):
