@@ -365,9 +365,14 @@ def eval_answers(
         raise typer.BadParameter("auto | retrieve | long-context", param_hint="--mode")
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("質問", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+            if bar.disable:  # a log, not a terminal: one line per question
+                typer.echo(f"質問 {done}/{total}", err=True)
+
         report = run_answer_eval(
-            _settings(), data_dir, mode=mode, limit=limit, backend=backend,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            _settings(), data_dir, mode=mode, limit=limit, backend=backend, progress=progress,
         )
     if as_json:
         _echo_json(report)

@@ -24,8 +24,9 @@ Rules (FUSIONS):
 - "zscore": per-list z-scores, averaged (a missing chunk gets the list's lowest).
 - "minmax": per-list min-max to 0..1, averaged (a missing chunk gets 0).
 
-Why "anchored": benchmarks/results/retrieval.md compares the rules on two development
-sets and on stress cases where one retriever is made much weaker than the other.
+Why "anchored": benchmarks/results/retrieval.md compares the rules on five sets, among
+them jaquad_dev, held out from the design, where BM25 leads dense by 7 points and plain
+RRF falls below BM25 alone while "anchored" stays above both.
 """
 
 from __future__ import annotations
