@@ -80,7 +80,11 @@ def latency(index, questions: list[str], k: int) -> dict:
             search(index, q, k=k, retriever=retriever)
             times.append((time.perf_counter() - t0) * 1000)
         out[retriever] = _ms(times)
-    steps: dict[str, list[float]] = {"embed": [], "bm25": [], "chroma": [], "fusion": []}
+    from pipeline.index.bm25 import bm25_tokens
+    from pipeline.index.links import follow_links
+    from pipeline.index.snapshot import ScoredChunk
+
+    steps: dict[str, list[float]] = {"embed": [], "bm25": [], "chroma": [], "fusion": [], "links": []}
     vectors = []
     allowed = set(index.chunks)
     n = max(k, CANDIDATES)
@@ -88,14 +92,18 @@ def latency(index, questions: list[str], k: int) -> dict:
         t0 = time.perf_counter()
         v = index.embedder.embed_query(q)
         t1 = time.perf_counter()
-        sparse = sparse_search(index, q, n)
+        tokens = bm25_tokens(index.analyzer, q)
+        sparse = sparse_search(index, q, n, tokens)
         t2 = time.perf_counter()
         hits = index.store.query(v, n, allowed=allowed)
         t3 = time.perf_counter()
-        fuse(DEFAULT_FUSION, [(h.chunk.id, h.score) for h in sparse.hits], [(h.chunk_id, h.score) for h in hits],
-             sparse_ceiling=sparse.ceiling, depth=n)
+        fused = fuse(DEFAULT_FUSION, [(h.chunk.id, h.score) for h in sparse.hits],
+                     [(h.chunk_id, h.score) for h in hits], sparse_ceiling=sparse.ceiling, depth=n)
         t4 = time.perf_counter()
-        for key, a, b in (("embed", t0, t1), ("bm25", t1, t2), ("chroma", t2, t3), ("fusion", t3, t4)):
+        follow_links(index, q, tokens, [ScoredChunk(index.chunks[cid], score) for cid, score in fused])
+        t5 = time.perf_counter()
+        for key, a, b in (("embed", t0, t1), ("bm25", t1, t2), ("chroma", t2, t3), ("fusion", t3, t4),
+                          ("links", t4, t5)):
             steps[key].append((b - a) * 1000)
         vectors.append(v)
     out["hybrid_steps"] = {key: _ms(v) for key, v in steps.items()}
