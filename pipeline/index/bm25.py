@@ -90,12 +90,9 @@ class BM25Index:
         return cls(ids, retriever)
 
     def search(self, query_tokens: Sequence[str], k: int) -> list[SparseHit]:
-        if not self.ids or k <= 0:
+        scores = self._score_all(query_tokens) if k > 0 else None
+        if scores is None:
             return []
-        token_ids = self.retriever.get_tokens_ids(list(query_tokens))
-        if not token_ids:
-            return []
-        scores = self.retriever.get_scores_from_ids(token_ids)
         k = min(k, len(self.ids))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -103,13 +100,17 @@ class BM25Index:
 
     def scores(self, query_tokens: Sequence[str]) -> dict[str, float]:
         """Every chunk with a positive score for these tokens, by ID."""
-        if not self.ids:
+        scores = self._score_all(query_tokens)
+        if scores is None:
             return {}
-        token_ids = self.retriever.get_tokens_ids(list(query_tokens))
-        if not token_ids:
-            return {}
-        scores = self.retriever.get_scores_from_ids(token_ids)
         return {self.ids[i]: float(scores[i]) for i in np.flatnonzero(scores > 0)}
+
+    def _score_all(self, query_tokens: Sequence[str]) -> np.ndarray | None:
+        """Scores of every chunk, or None when the index or the query's known tokens are empty."""
+        if not self.ids:
+            return None
+        token_ids = self.retriever.get_tokens_ids(list(query_tokens))
+        return self.retriever.get_scores_from_ids(token_ids) if token_ids else None
 
     def upper_bound(self, query_tokens: Sequence[str]) -> float:
         """The score a chunk holding every query token at its best would get.

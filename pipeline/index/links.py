@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def follow_links(
         return hits
     linked.sort(key=lambda sc: -sc[0])
     added = [
-        replace(ScoredChunk(index.chunks[cid], top.score), linked_from=top.chunk.id)
+        ScoredChunk(index.chunks[cid], top.score, linked_from=top.chunk.id)
         for _, cid in linked[:MAX_LINKED]
     ]
     ids = {a.chunk.id for a in added}
