@@ -6,8 +6,9 @@
 Uses the evaluation index that `rag eval retrieval` builds (cached under
 settings.cache_dir/eval), with a plain embedder (no reused query vectors), and times
 `pipeline.index.search.search(index, question, k=settings.top_k)` per question after one
-untimed warm-up question. Hybrid is also split into its steps (query embedding, BM25,
-Chroma, fusion).
+untimed warm-up questions. Hybrid is also split into its steps (query embedding, BM25,
+Chroma, fusion, second hop), and the query embedding paths (`encode`, modules called
+directly, frozen graph: pipeline/index/query_encoder.py) are timed side by side.
 
 HNSW: every question's Chroma top-10 is compared with the exact top-10 (numpy over all
 vectors of the index), for the configured settings and for other HNSW settings rebuilt
@@ -73,7 +74,8 @@ def latency(index, questions: list[str], k: int) -> dict:
 
     out: dict = {}
     for retriever in ("bm25", "dense", "hybrid"):
-        search(index, "検索の準備はできていますか？", k=k, retriever=retriever)  # warm-up
+        for _ in range(2):  # warm-up: the second question builds the frozen query graph
+            search(index, "検索の準備はできていますか？", k=k, retriever=retriever)
         times = []
         for q in questions:
             t0 = time.perf_counter()
@@ -107,7 +109,34 @@ def latency(index, questions: list[str], k: int) -> dict:
             steps[key].append((b - a) * 1000)
         vectors.append(v)
     out["hybrid_steps"] = {key: _ms(v) for key, v in steps.items()}
+    out["query_path"] = getattr(index.embedder, "query_path", None)
     return out, np.stack(vectors)
+
+
+def query_embedding_paths(embedder, questions: list[str]) -> dict:
+    """`encode` vs the modules called directly vs the frozen graph, interleaved per question."""
+    from pipeline.index.query_encoder import FrozenQueryEncoder, encode_one
+
+    model, prefix = embedder.model, embedder.query_prefix
+    frozen = FrozenQueryEncoder.build(model, prefix)
+    paths = {
+        "encode": lambda t: model.encode([t], normalize_embeddings=True, show_progress_bar=False)[0],
+        "direct": lambda t: encode_one(model, t),
+    }
+    if frozen is not None:
+        paths["frozen"] = frozen
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    diff = 0.0
+    for q in questions:
+        outs = {}
+        for name, fn in paths.items():
+            t0 = time.perf_counter()
+            outs[name] = fn(prefix + q)
+            times[name].append((time.perf_counter() - t0) * 1000)
+        diff = max(diff, *(float(np.abs(v - outs["encode"]).max()) for v in outs.values()))
+    out = {name: _ms(v) for name, v in times.items()}
+    out["max_abs_diff_vs_encode"] = diff
+    return out
 
 
 def hnsw_recall(index, qvecs: np.ndarray, settings, k: int = 10) -> dict:
@@ -177,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         qvecs = np.stack([index.embedder.embed_query(q) for q in questions])
     else:
         report["latency_ms"], qvecs = latency(index, questions, settings.top_k)
+        if hasattr(index.embedder, "model"):
+            report["query_embedding_ms"] = query_embedding_paths(index.embedder, questions)
     report["hnsw"] = hnsw_recall(index, qvecs, settings)
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
@@ -187,8 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in report.get("latency_ms", {}).items():
         if name == "hybrid_steps":
             print("  hybrid steps: " + ", ".join(f"{s} p50 {v['p50']} ms" for s, v in m.items()))
+        elif name == "query_path":
+            print(f"  query embedding path: {m}")
         else:
             print(f"  {name:7s} p50 {m['p50']:7.2f} ms  p95 {m['p95']:7.2f} ms")
+    if "query_embedding_ms" in report:
+        qe = report["query_embedding_ms"]
+        print("  query embedding, same run: " + ", ".join(
+            f"{k} p50 {v['p50']} ms" for k, v in qe.items() if isinstance(v, dict))
+            + f" (largest difference from encode {qe['max_abs_diff_vs_encode']:.1e})")
     h = report["hnsw"]
     print(f"  HNSW recall@10 vs exact ({h['vectors']} vectors): configured {h['configured']}")
     for g in h["grid"]:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     embed_query_prefix: str = "query: "
     embed_passage_prefix: str = "passage: "
     embed_batch_size: int = 16
+    freeze_query_graph: bool = Field(
+        True,
+        description="From a process's second question on, embed questions with a frozen TorchScript "
+        "graph of the model (same vectors, about 30% faster).",
+    )
 
     # Chunking
     chunk_tokens: int = Field(300, ge=32, le=512, description="Token budget per chunk.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
@@ -70,6 +71,11 @@ class SentenceTransformerEmbedder:
             ) from err
         self.dim = int(self.model.get_embedding_dimension())
         self._tokenizer = self.model.tokenizer
+        self.freeze_query_graph = settings.freeze_query_graph
+        self.query_path = "direct"  # "frozen" once the graph is built and checked
+        self._frozen = None
+        self._queries = 0
+        self._lock = threading.Lock()
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -78,7 +84,18 @@ class SentenceTransformerEmbedder:
         return self._encode([self.passage_prefix + t for t in texts])
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._encode([self.query_prefix + text])[0]
+        from pipeline.index.query_encoder import FrozenQueryEncoder, encode_one
+
+        with self._lock:
+            self._queries += 1
+            # A process asking its second question will likely ask more: pay the ~0.7 s build once.
+            if self._queries == 2 and self.freeze_query_graph:
+                self._frozen = FrozenQueryEncoder.build(self.model, self.query_prefix)
+                self.query_path = "frozen" if self._frozen else "direct"
+            frozen = self._frozen
+        if frozen is not None:
+            return frozen(self.query_prefix + text)
+        return encode_one(self.model, self.query_prefix + text)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return np.asarray(
