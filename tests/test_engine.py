@@ -55,6 +55,33 @@ def test_retrieve_mode_cites_the_right_file(demo_index):
     assert keys == sorted(keys)
 
 
+def test_a_model_that_only_quotes_is_asked_for_its_answer(demo_index):
+    settings, index = demo_index
+    needle = "既定のポートは11434"
+
+    def handler(prompt):
+        n = source_number_for(prompt, needle)
+        if prompt.endswith("\n回答:"):
+            return f" Ollamaの既定のポートは11434です。[{n}]"
+        return f" 「{needle}で、ほかのポートにも変えられる"  # budget spent quoting: no 回答, quote unclosed
+
+    fake = FakeBackend(handler)
+    answer = Answerer(settings, index, fake).ask("Ollamaの既定のポートは？", mode="retrieve")
+    first, second = fake.prompts
+    assert second.startswith(first) and second.endswith("変えられる」\n回答:")
+    assert answer.answer.startswith("Ollamaの既定のポートは11434です。")
+    assert answer.evidence.startswith("「既定のポートは11434")
+    cited = [s for s in answer_to_dict(answer)["sources"] if s["cited"]]
+    assert [s["path"].rsplit("/", 1)[-1] for s in cited] == ["ollama.md"]
+
+
+def test_a_labelled_answer_takes_one_call(demo_index):
+    settings, index = demo_index
+    fake = FakeBackend(answering("既定のポートは11434", "Ollamaの既定のポートは11434です。"))
+    Answerer(settings, index, fake).ask("Ollamaの既定のポートは？", mode="retrieve")
+    assert len(fake.prompts) == 1
+
+
 def test_long_context_prefix_is_byte_identical_and_question_last(demo_index):
     settings, index = demo_index
     fake = FakeBackend(lambda p: "回答: 資料からは分かりません。")

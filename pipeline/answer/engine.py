@@ -18,11 +18,22 @@ from pipeline.answer.packing import (
     pack_documents,
     render_sources,
 )
-from pipeline.answer.prompts import ASSISTANT_PREFILL, UNKNOWN, build_prompt, parse_output, render_plain, says_unknown
+from pipeline.answer.backends.base import Completion
+from pipeline.answer.prompts import (
+    ANSWER_LABEL,
+    ASSISTANT_PREFILL,
+    UNKNOWN,
+    ParsedOutput,
+    build_prompt,
+    close_evidence,
+    parse_output,
+    render_plain,
+    says_unknown,
+)
 from pipeline.answer.router import Route, RouteInputs, decide
 
 if TYPE_CHECKING:
-    from pipeline.answer.backends.base import Completion, LLMBackend
+    from pipeline.answer.backends.base import LLMBackend
     from pipeline.answer.checker import CheckedAnswer, CitationChecker
     from pipeline.answer.citations import Source
     from pipeline.index.snapshot import IndexSnapshot
@@ -32,6 +43,7 @@ ModeChoice = Literal["auto", "retrieve", "long-context"]
 Policy = Literal["annotate", "strip", "refuse"]
 PROMPT_OVERHEAD_TOKENS = 400  # instructions + format example + question, measured once below
 REFUSAL = "資料では裏付けられません"
+ANSWER_AFTER_EVIDENCE_TOKENS = 128  # an answer is a sentence or two; the quote already took its share
 
 
 @dataclass
@@ -210,12 +222,38 @@ class Answerer:
 
         prompt = build_prompt(context, question)
         raw_prompt = self._raw_prompt(prompt)
+        stop = ["<|im_end|>", "\n質問:"]
         completion = self.backend.complete(
-            raw_prompt, max_tokens=self.settings.answer_tokens, stop=["<|im_end|>", "\n質問:"],
-            prefix_cache_key=cache_key,
+            raw_prompt, max_tokens=self.settings.answer_tokens, stop=stop, prefix_cache_key=cache_key,
         )
         parsed = parse_output(completion.text)
+        if not parsed.labelled and not says_unknown(parsed.answer):
+            completion, parsed = self._ask_for_the_answer(raw_prompt, completion, stop, cache_key)
         return self._finish(question, route, sources, parsed.answer, parsed.evidence, policy, completion)
+
+    def _ask_for_the_answer(self, raw_prompt, first, stop, cache_key):
+        """The model quoted (or wrote) without reaching 「回答:」: write the label for it and let it answer.
+
+        On the jsquad articles the embedded 1.5B model did this for about one question in five,
+        mostly by quoting a whole paragraph until the token budget ran out. The prompt and the
+        model's own text are a prefix of the new prompt, so a llama.cpp backend reads only the label.
+        """
+        evidence = close_evidence(first.text)
+        second = self.backend.complete(
+            raw_prompt + evidence + ANSWER_LABEL, max_tokens=ANSWER_AFTER_EVIDENCE_TOKENS,
+            stop=stop + ["\n根拠"], prefix_cache_key=cache_key,
+        )
+        both = Completion(
+            text=evidence + ANSWER_LABEL + second.text,
+            prompt_tokens=first.prompt_tokens + second.prompt_tokens,
+            completion_tokens=first.completion_tokens + second.completion_tokens,
+            seconds=first.seconds + second.seconds,
+            prompt_seconds=first.prompt_seconds,
+            cached_prompt_tokens=first.cached_prompt_tokens + second.cached_prompt_tokens,
+            backend=first.backend,
+        )
+        quoted = parse_output(evidence)
+        return both, ParsedOutput(evidence=quoted.answer, answer=second.text.strip())
 
     def _raw_prompt(self, prompt) -> str:
         fmt = getattr(self.backend, "format_chat", None)

@@ -55,6 +55,22 @@ _EVIDENCE_RE = re.compile(r"^\s*根拠[:：]\s*", re.MULTILINE)
 class ParsedOutput:
     evidence: str
     answer: str
+    labelled: bool = True  # False: the model never wrote 「回答:」
+
+
+ANSWER_LABEL = "\n回答:"
+
+
+def close_evidence(text: str) -> str:
+    """The model's unfinished evidence, closed so that an answer can follow it.
+
+    A small model sometimes spends its whole budget quoting a paragraph; the quote
+    is kept (it is what the model read as evidence) and its opening 「 closed.
+    """
+    text = text.rstrip()
+    if text.count("「") > text.count("」"):
+        text += "」"
+    return text
 
 
 def parse_output(text: str) -> ParsedOutput:
@@ -68,7 +84,7 @@ def parse_output(text: str) -> ParsedOutput:
     for m in _ANSWER_RE.finditer(text):
         pass
     if m is None:
-        return ParsedOutput(evidence="", answer=_EVIDENCE_RE.sub("", text).strip())
+        return ParsedOutput(evidence="", answer=_EVIDENCE_RE.sub("", text).strip(), labelled=False)
     evidence = _EVIDENCE_RE.sub("", text[: m.start()]).strip()
     return ParsedOutput(evidence=evidence, answer=text[m.end() :].strip())
 
