@@ -71,15 +71,17 @@ def test_a_model_that_only_quotes_is_asked_for_its_answer(demo_index):
     assert second.startswith(first) and second.endswith("変えられる」\n回答:")
     assert answer.answer.startswith("Ollamaの既定のポートは11434です。")
     assert answer.evidence.startswith("「既定のポートは11434")
-    cited = [s for s in answer_to_dict(answer)["sources"] if s["cited"]]
+    data = answer_to_dict(answer)
+    assert data["answer_label_added"] is True
+    cited = [s for s in data["sources"] if s["cited"]]
     assert [s["path"].rsplit("/", 1)[-1] for s in cited] == ["ollama.md"]
 
 
 def test_a_labelled_answer_takes_one_call(demo_index):
     settings, index = demo_index
     fake = FakeBackend(answering("既定のポートは11434", "Ollamaの既定のポートは11434です。"))
-    Answerer(settings, index, fake).ask("Ollamaの既定のポートは？", mode="retrieve")
-    assert len(fake.prompts) == 1
+    answer = Answerer(settings, index, fake).ask("Ollamaの既定のポートは？", mode="retrieve")
+    assert len(fake.prompts) == 1 and answer_to_dict(answer)["answer_label_added"] is False
 
 
 def test_long_context_prefix_is_byte_identical_and_question_last(demo_index):

@@ -227,9 +227,12 @@ class Answerer:
             raw_prompt, max_tokens=self.settings.answer_tokens, stop=stop, prefix_cache_key=cache_key,
         )
         parsed = parse_output(completion.text)
-        if not parsed.labelled and not says_unknown(parsed.answer):
+        label_added = not parsed.labelled and not says_unknown(parsed.answer)
+        if label_added:
             completion, parsed = self._ask_for_the_answer(raw_prompt, completion, stop, cache_key)
-        return self._finish(question, route, sources, parsed.answer, parsed.evidence, policy, completion)
+        answer = self._finish(question, route, sources, parsed.answer, parsed.evidence, policy, completion)
+        answer.extra["answer_label_added"] = label_added
+        return answer
 
     def _ask_for_the_answer(self, raw_prompt, first, stop, cache_key):
         """The model quoted (or wrote) without reaching 「回答:」: write the label for it and let it answer.
@@ -369,6 +372,8 @@ def answer_to_dict(a: Answer) -> dict:
         "seconds": a.seconds,
         "tokens_read": a.tokens_read,
         "label": a.extra.get("label"),
+        # True when the model quoted without answering and was given 「回答:」 to go on from.
+        "answer_label_added": a.extra.get("answer_label_added", False),
     }
 
 
