@@ -125,6 +125,22 @@ def test_corpus_larger_than_the_window_packs_the_best_documents(demo_index):
     assert any(s.chunk.path.endswith("ollama.md") for s in answer.sources)
 
 
+def test_a_best_document_larger_than_the_window_is_answered_from_its_chunks(demo_index):
+    from pipeline.answer.packing import document_chunk, render_source
+    from pipeline.answer.citations import Source
+
+    settings, index = demo_index
+    ollama = next(d for d in index.documents.values() if d.path.endswith("ollama.md"))
+    probe = FakeBackend(str)
+    too_big = probe.count_tokens(render_source(Source(0, document_chunk(ollama)), str))
+    window = 400 + settings.answer_tokens + too_big // 2  # the best document cannot fit whole
+    small = FakeBackend(lambda p: "回答: 資料からは分かりません。", info=replace(FAKE_INFO, context_window=window))
+    answer = Answerer(settings, index, small).ask("Ollamaの既定のポートは？", mode="long-context")
+    assert answer.mode == "retrieve"
+    assert any("窓に収まらない" in r for r in answer.route.reasons)
+    assert any(s.chunk.path.endswith("ollama.md") for s in answer.sources)
+
+
 def test_extractive_backend_quotes_sources_and_is_labelled(demo_index):
     from pipeline.answer.backends import load_backend
 

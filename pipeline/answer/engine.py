@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -216,6 +216,14 @@ class Answerer:
             packed = self._packed_corpus(priority, route.usable_window)
             sources, context = packed.sources, packed.text
             cache_key = None
+            best = priority[0] if priority else None
+            if best is not None and best not in {s.chunk.path for s in packed.sources}:
+                # The best-matching document alone is larger than the window: whole documents
+                # would come from worse matches (jsquad articles, 4k window: gold article packed 2/10).
+                reason = f"最も関連する文書 {_display(best)} が窓に収まらないため、検索した断片で回答"
+                route = replace(route, mode="retrieve", reasons=route.reasons + (reason,))
+                sources = number_sources(chunks)
+                context = render_sources(sources, _display)
 
         if not self.backend.info.generative:
             return self._extractive(question, route, sources, policy)
