@@ -7,10 +7,10 @@ between small matrix products. Measured on the 300 jaquad_dev questions of
 modules called directly 45.6 ms, the transformer as a frozen TorchScript graph 34.9 ms —
 the same vectors (largest difference 3e-8).
 
-The frozen graph costs about 0.7 s to build (and ~20 MB: it shares the weights), so the embedder builds it at the second
-question of a process (a one-shot `rag ask` never pays for it), and only keeps it when it
-reproduces `encode` on probe texts of different lengths; otherwise the direct path stays
-and the log says why.
+The frozen graph costs about 0.7 s to build (and ~20 MB: it shares the weights), so the
+embedder builds it at the second question of a process (a one-shot `rag ask` never pays
+for it), and only keeps it when it reproduces `encode` on probe texts of different
+lengths; otherwise the direct path stays and the log says why.
 """
 
 from __future__ import annotations
