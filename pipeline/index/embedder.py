@@ -72,10 +72,14 @@ class SentenceTransformerEmbedder:
         self.dim = int(self.model.get_embedding_dimension())
         self._tokenizer = self.model.tokenizer
         self.freeze_query_graph = settings.freeze_query_graph
-        self.query_path = "direct"  # "frozen" once the graph is built and checked
         self._frozen = None
         self._queries = 0
         self._lock = threading.Lock()
+
+    @property
+    def query_path(self) -> str:
+        """"frozen" once the graph is built and checked, else "direct"."""
+        return "frozen" if self._frozen is not None else "direct"
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -91,7 +95,6 @@ class SentenceTransformerEmbedder:
             # A process asking its second question will likely ask more: pay the ~0.7 s build once.
             if self._queries == 2 and self.freeze_query_graph:
                 self._frozen = FrozenQueryEncoder.build(self.model, self.query_prefix)
-                self.query_path = "frozen" if self._frozen else "direct"
             frozen = self._frozen
         if frozen is not None:
             return frozen(self.query_prefix + text)
