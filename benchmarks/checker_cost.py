@@ -33,7 +33,7 @@ from pipeline.evaluation.citations import DEFAULT_SETS, auroc, judge_cache_path,
 
 
 def _answers(n: int):
-    from pipeline.answer.citations import Source
+    from pipeline.documents import Source
     from pipeline.documents import Chunk
 
     pairs = [p for p in load_pairs(REPO / DEFAULT_SETS["claims_jsquad"], split="holdout")]

@@ -84,7 +84,7 @@ def latency(index, questions: list[str], k: int) -> dict:
         out[retriever] = _ms(times)
     from pipeline.index.bm25 import bm25_tokens
     from pipeline.index.links import follow_links
-    from pipeline.index.snapshot import ScoredChunk
+    from pipeline.documents import ScoredChunk
 
     steps: dict[str, list[float]] = {"embed": [], "bm25": [], "chroma": [], "fusion": [], "links": []}
     vectors = []

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 EVALDATA = REPO.parent / "shared" / "evaldata"
 
-from pipeline.answer.backends.base import _CHAR_CLASSES, TOKENS_PER_UNIT, estimate_tokens  # noqa: E402
+from pipeline.tokens import _CHAR_CLASSES, TOKENS_PER_UNIT, estimate_tokens  # noqa: E402
 
 CLASSES = ["kanji", "kana", "word", "space", "sym", "other"]
 
@@ -56,7 +56,7 @@ def main() -> int:
     from scipy.optimize import nnls
 
     from pipeline.answer.backends.llama_cpp import load_tokenizer
-    from pipeline.models import prepare_gguf
+    from pipeline.models.gguf import prepare_gguf
     from pipeline.settings import default_cache_dir
 
     tok = load_tokenizer(prepare_gguf(default_cache_dir()))

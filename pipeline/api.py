@@ -15,7 +15,8 @@ from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipeline.answer.engine import Answer, Answerer
-    from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
+    from pipeline.documents import ScoredChunk
+    from pipeline.index.snapshot import IndexSnapshot
     from pipeline.ingest.sync import IngestSummary
 
 
@@ -47,19 +48,9 @@ def search(question: str, k: int = 5, retriever: str = "hybrid", index: str | Pa
 
 def answerer_for(settings: Settings, backend: str | None = None, index_snapshot=None) -> "Answerer":
     """An Answerer over the settings' index, with the chosen backend and the citation checker."""
-    from pipeline.answer.backends import load_backend
-    from pipeline.answer.checker import CitationChecker
     from pipeline.answer.engine import Answerer
 
-    snapshot = index_snapshot or open_index(settings=settings)
-    llm = load_backend(settings, backend)
-    judge = None
-    if settings.citation_llm_judge and getattr(llm, "prob_yes", None) is not None and llm.info.generative:
-        from pipeline.answer.checker import llm_judge
-
-        judge = llm_judge(llm)
-    checker = CitationChecker(settings, embedder=snapshot.embedder, judge=judge)
-    return Answerer(settings, snapshot, llm, checker)
+    return Answerer.from_settings(settings, backend, index_snapshot or open_index(settings=settings))
 
 
 def ask(question: str, mode: str = "auto", backend: str | None = None, policy: str | None = None,
@@ -69,6 +60,6 @@ def ask(question: str, mode: str = "auto", backend: str | None = None, policy: s
 
 
 def status(index: str | Path | None = None, settings: Settings | None = None) -> dict:
-    from pipeline.index.status import index_status
+    from pipeline.ingest.status import index_status
 
     return index_status(settings or settings_for(index))

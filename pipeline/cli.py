@@ -276,7 +276,7 @@ def status(index: Optional[Path] = IndexOpt, as_json: bool = JsonOpt):
 
     例: rag status --index indexes/demo
     """
-    from pipeline.index.status import index_status
+    from pipeline.ingest.status import index_status
 
     data = index_status(_settings(index))
     if as_json:

@@ -1,13 +1,15 @@
-"""The typed values that flow between stages: Document, Chunk, Span.
+"""The typed values that flow between stages: Document, Chunk, Span, StoredDocument,
+ScoredChunk, Source.
 
-Documents and chunks are frozen dataclasses. Conversion to llama-index nodes
-happens in one place (`pipeline.ingest.chunker.chunk_to_node` / `node_to_chunk`).
+All are frozen dataclasses. Conversion to llama-index nodes happens in one place
+(`pipeline.nodes.chunk_to_node` / `node_to_chunk`).
 """
 
 from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,40 @@ class Chunk:
         if self.line_end != self.line_start:
             return f"{self.path}:{self.line_start}-{self.line_end}"
         return f"{self.path}:{self.line_start}"
+
+
+def embed_header(title: str, heading_path: Sequence[str]) -> str:
+    """The metadata line put before a chunk's text when embedding (and when matching titles)."""
+    parts = [p for p in (title, *heading_path) if p]
+    # Drop a heading equal to the title (a Markdown H1 usually is).
+    deduped = [p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]]
+    return " > ".join(deduped)
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document's indexed text, kept so long-context mode packs exactly what was indexed."""
+
+    path: str
+    title: str
+    text: str  # Document.text[body_start:]
+    body_start: int
+    first_line: int  # line number of body_start
+    hash: str
+
+
+@dataclass(frozen=True)
+class ScoredChunk:
+    """A retrieved chunk and its score under the retriever that found it."""
+
+    chunk: Chunk
+    score: float
+    linked_from: str | None = None  # the hit whose text names this chunk's document (index.links)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A chunk as shown to the LLM under the number ``[number]`` (1-based)."""
+
+    number: int
+    chunk: Chunk

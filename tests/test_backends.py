@@ -537,7 +537,7 @@ def _japanese_texts() -> list[str]:
 
 
 def test_estimate_tokens_is_within_25_percent_of_the_qwen_tokenizer(tmp_path):
-    from pipeline.models import embedded_gguf_path
+    from pipeline.models.gguf import embedded_gguf_path
     from pipeline.settings import default_cache_dir
 
     if not embedded_gguf_path(default_cache_dir()).with_suffix(".verified").exists():

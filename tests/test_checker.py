@@ -16,7 +16,7 @@ from pipeline.answer.checker import (
     is_instruction,
     judge_prompt,
 )
-from pipeline.answer.citations import Source
+from pipeline.documents import Source
 from pipeline.documents import Chunk
 from pipeline.evaluation.citations import auroc, classification, evaluate, fit_logistic, load_pairs, split_of
 from pipeline.japanese import default_analyzer

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
 from pipeline.documents import Document, Section
-from pipeline.ingest.chunker import JapaneseChunker, chunk_to_node, node_to_chunk
+from pipeline.ingest.chunker import JapaneseChunker
+from pipeline.nodes import chunk_to_node, node_to_chunk
 
 
 def regex_sentences(text):

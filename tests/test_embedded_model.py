@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.index.embedded_model import (  # noqa: E402
+from pipeline.models.e5 import (  # noqa: E402
     MARKER,
     build_embedded_e5,
     embedded_e5_path,

@@ -127,7 +127,7 @@ def test_corpus_larger_than_the_window_packs_the_best_documents(demo_index):
 
 def test_a_best_document_larger_than_the_window_is_answered_from_its_chunks(demo_index):
     from pipeline.answer.packing import document_chunk, render_source
-    from pipeline.answer.citations import Source
+    from pipeline.documents import Source
 
     settings, index = demo_index
     ollama = next(d for d in index.documents.values() if d.path.endswith("ollama.md"))

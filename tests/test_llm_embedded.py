@@ -24,7 +24,7 @@ def _settings(cache_dir: Path) -> SimpleNamespace:
 
 @pytest.fixture(scope="module")
 def cache_dir() -> Path:
-    from pipeline.models import prepare_gguf
+    from pipeline.models.gguf import prepare_gguf
     from pipeline.settings import default_cache_dir
 
     cache = default_cache_dir()

@@ -14,7 +14,8 @@ from pipeline.evaluation.retrieval import (
 )
 from pipeline.index.fusion import FUSIONS, fuse
 from pipeline.index.search import search
-from pipeline.index.snapshot import ScoredChunk, open_index
+from pipeline.documents import ScoredChunk
+from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor
 from tests.conftest import EVALDATA, hash_settings
 
@@ -71,7 +72,7 @@ def test_chunks_are_indexed_with_the_tokens_queries_get(verb_index):
     """Ingest and search tokenize alike (lemmas + character bigrams): a mismatch once cost
     BM25 2 points of nDCG@10 on JSQuAD while every test above still passed."""
     from pipeline.index.bm25 import bm25_tokens
-    from pipeline.ingest.chunker import embed_header
+    from pipeline.documents import embed_header
     from pipeline.ingest.sync import read_chunk_file
 
     entries = list(verb_index.manifest.documents.values())

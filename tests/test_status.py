@@ -12,7 +12,7 @@ import pytest
 from pipeline.errors import IndexNotFound
 from pipeline.index.manifest import Manifest
 from pipeline.index.snapshot import open_index
-from pipeline.index.status import index_status
+from pipeline.ingest.status import index_status
 from pipeline.ingest.sync import Ingestor
 from tests.conftest import REPO, hash_settings
 

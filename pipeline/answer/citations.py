@@ -20,7 +20,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from pipeline.documents import Chunk, Span
+from pipeline.documents import Chunk, Source, Span
 from pipeline.japanese import split_sentences
 
 __all__ = [
@@ -34,14 +34,6 @@ __all__ = [
     "source_sentences",
     "span_in_chunk",
 ]
-
-
-@dataclass(frozen=True)
-class Source:
-    """A chunk as shown to the LLM under the number ``[number]`` (1-based)."""
-
-    number: int
-    chunk: Chunk
 
 
 @dataclass(frozen=True)

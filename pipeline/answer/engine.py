@@ -35,7 +35,7 @@ from pipeline.answer.router import Route, RouteInputs, decide
 if TYPE_CHECKING:
     from pipeline.answer.backends.base import LLMBackend
     from pipeline.answer.checker import CheckedAnswer, CitationChecker
-    from pipeline.answer.citations import Source
+    from pipeline.documents import Source
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
 
@@ -84,6 +84,25 @@ class Answerer:
         self.index = index
         self.backend = backend
         self.checker = checker
+
+    @classmethod
+    def from_settings(
+        cls, settings: "Settings", backend: str | None = None, index: "IndexSnapshot | None" = None
+    ) -> "Answerer":
+        """An Answerer over the settings' index, with the chosen backend and the citation checker."""
+        from pipeline.answer.backends import load_backend
+        from pipeline.answer.checker import CitationChecker
+        from pipeline.index.snapshot import open_index
+
+        snapshot = index or open_index(settings)
+        llm = load_backend(settings, backend)
+        judge = None
+        if settings.citation_llm_judge and getattr(llm, "prob_yes", None) is not None and llm.info.generative:
+            from pipeline.answer.checker import llm_judge
+
+            judge = llm_judge(llm)
+        checker = CitationChecker(settings, embedder=snapshot.embedder, judge=judge)
+        return cls(settings, snapshot, llm, checker)
 
     # -- facts for the router ----------------------------------------------------
 

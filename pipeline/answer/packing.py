@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from pipeline.answer.citations import Source
-from pipeline.documents import Chunk
-from pipeline.index.manifest import StoredDocument
+from pipeline.documents import Chunk, Source, StoredDocument
 
 
 def document_chunk(doc: StoredDocument) -> Chunk:

@@ -70,7 +70,7 @@ def run_answer_eval(
     backend: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    from pipeline.api import answerer_for
+    from pipeline.answer.engine import Answerer
     from pipeline.evaluation.datasets import load_retrieval_dataset
     from pipeline.evaluation.retrieval import eval_index
 
@@ -78,7 +78,7 @@ def run_answer_eval(
     t0 = time.time()
     snapshot, doc_id_of = eval_index(settings, data)
     index_seconds = time.time() - t0
-    answerer = answerer_for(snapshot.settings, backend=backend, index_snapshot=snapshot)
+    answerer = Answerer.from_settings(snapshot.settings, backend=backend, index=snapshot)
     records: list[AnswerRecord] = []
     for i, q in enumerate(data.queries):
         a = answerer.ask(q.question, mode=mode)

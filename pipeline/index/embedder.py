@@ -41,7 +41,7 @@ def _offline_env() -> None:
 def resolve_model_path(settings: "Settings") -> str:
     """The folder (or name) SentenceTransformer should load; builds the embedded model once."""
     if settings.embed_model == EMBEDDED_EMBED_MODEL:
-        from pipeline.index.embedded_model import build_embedded_e5, embedded_e5_path
+        from pipeline.models.e5 import build_embedded_e5, embedded_e5_path
 
         return str(build_embedded_e5(embedded_e5_path(settings.cache_dir)))
     return settings.embed_model

@@ -25,8 +25,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+from pipeline.documents import ScoredChunk, embed_header
+
 if TYPE_CHECKING:
-    from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
+    from pipeline.index.snapshot import IndexSnapshot
 
 MIN_TITLE_CHARS = 2
 MAX_LINKED = 3  # documents one hop may add
@@ -71,8 +73,6 @@ def follow_links(
 ) -> list["ScoredChunk"]:
     """`hits` with the documents the top hit names (see the module doc) put after it."""
     from pipeline.index.bm25 import bm25_tokens
-    from pipeline.index.snapshot import ScoredChunk
-    from pipeline.ingest.chunker import embed_header
 
     if not hits:
         return hits

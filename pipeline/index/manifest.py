@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.documents import Chunk
+from pipeline.documents import Chunk, StoredDocument
 
 MANIFEST = "manifest.json"
 LAST_RUN = "last_run.json"
@@ -104,18 +104,6 @@ def chunk_to_record(chunk: Chunk) -> dict:
 
 def record_to_chunk(rec: dict) -> Chunk:
     return Chunk(**{**rec, "heading_path": tuple(rec.get("heading_path", ()))})
-
-
-@dataclass(frozen=True)
-class StoredDocument:
-    """A document's indexed text, kept so long-context mode packs exactly what was indexed."""
-
-    path: str
-    title: str
-    text: str  # Document.text[body_start:]
-    body_start: int
-    first_line: int  # line number of body_start
-    hash: str
 
 
 def read_chunk_file(index_dir: Path, rel: str) -> tuple[list[Chunk], list[list[str]], dict]:

@@ -24,8 +24,9 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from pipeline.errors import ConfigError
 from pipeline.index.search import RETRIEVERS, search
-from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
-from pipeline.ingest.chunker import chunk_to_node
+from pipeline.documents import ScoredChunk
+from pipeline.index.snapshot import IndexSnapshot
+from pipeline.nodes import chunk_to_node
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings

@@ -15,7 +15,8 @@ from typing import Literal
 from pipeline.index.bm25 import bm25_tokens
 from pipeline.index.fusion import DEFAULT_FUSION, fuse
 from pipeline.index.links import follow_links
-from pipeline.index.snapshot import IndexSnapshot, ScoredChunk
+from pipeline.documents import ScoredChunk
+from pipeline.index.snapshot import IndexSnapshot
 
 __all__ = ["CANDIDATES", "RETRIEVERS", "RetrieverName", "SparseResult", "search", "sparse_search"]
 

@@ -8,9 +8,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.documents import Chunk
+from pipeline.documents import Chunk, ScoredChunk, StoredDocument
 from pipeline.errors import IndexNotFound
-from pipeline.index.manifest import Manifest, StoredDocument, record_to_chunk
+from pipeline.index.manifest import Manifest, record_to_chunk
 
 if TYPE_CHECKING:
     from pipeline.index.bm25 import BM25Index
@@ -18,13 +18,6 @@ if TYPE_CHECKING:
     from pipeline.index.links import TitleIndex
     from pipeline.index.store import ChromaStore
     from pipeline.settings import Settings
-
-
-@dataclass(frozen=True)
-class ScoredChunk:
-    chunk: Chunk
-    score: float
-    linked_from: str | None = None  # the hit whose text names this chunk's document (index.links)
 
 
 class IndexSnapshot:

@@ -89,7 +89,7 @@ class ChromaStore:
         return set(self.collection.get(ids=list(ids), include=[])["ids"])
 
     def add(self, chunks: Sequence[Chunk], vectors: Sequence[Sequence[float]]) -> None:
-        from pipeline.ingest.chunker import chunk_to_node
+        from pipeline.nodes import chunk_to_node
 
         nodes = []
         for chunk, vector in zip(chunks, vectors, strict=True):

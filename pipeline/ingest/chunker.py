@@ -15,17 +15,15 @@ from typing import Any, Callable, Sequence
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.schema import BaseNode, TextNode
+from llama_index.core.schema import BaseNode
 
-from pipeline.documents import Chunk, Document
+from pipeline.documents import Chunk, Document, embed_header
+from pipeline.nodes import chunk_to_node
 
 DEFAULT_CHUNK_TOKENS = 300
 MAX_CHUNK_TOKENS = 512  # e5's position limit
 DEFAULT_OVERLAP_SENTENCES = 1
 MIN_TEXT_BUDGET = 32
-
-# Keys that locate a chunk; they never enter the embedded or LLM text.
-BOOKKEEPING_KEYS = ("path", "start", "end", "line_start", "line_end", "doc_hash", "token_count")
 
 Spans = list[tuple[int, int]]
 
@@ -33,14 +31,6 @@ Spans = list[tuple[int, int]]
 def chunk_id(path: str, doc_hash: str, start: int, end: int) -> str:
     """Deterministic: re-ingesting the same file version gives the same IDs."""
     return hashlib.sha256(f"{path}\0{doc_hash}\0{start}\0{end}".encode()).hexdigest()[:32]
-
-
-def embed_header(title: str, heading_path: Sequence[str]) -> str:
-    """The metadata line put before the chunk text when embedding."""
-    parts = [p for p in (title, *heading_path) if p]
-    # Drop a heading equal to the title (a Markdown H1 usually is).
-    deduped = [p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]]
-    return " > ".join(deduped)
 
 
 def _default_sentences(text: str) -> Spans:
@@ -228,47 +218,3 @@ class JapaneseChunker(NodeParser):
                 tn.relationships = {k: v for k, v in tn.relationships.items()}
                 out.append(tn)
         return out
-
-
-def chunk_to_node(chunk: Chunk) -> TextNode:
-    """The one place a Chunk becomes a llama-index node."""
-    metadata = {
-        "path": chunk.path,
-        "title": chunk.title,
-        "heading": embed_header(chunk.title, chunk.heading_path),
-        "start": chunk.start,
-        "end": chunk.end,
-        "line_start": chunk.line_start,
-        "line_end": chunk.line_end,
-        "doc_hash": chunk.doc_hash,
-        "token_count": chunk.token_count,
-        "heading_path": "\u241f".join(chunk.heading_path),
-    }
-    return TextNode(
-        id_=chunk.id,
-        text=chunk.text,
-        metadata=metadata,
-        start_char_idx=chunk.start,
-        end_char_idx=chunk.end,
-        excluded_embed_metadata_keys=[*BOOKKEEPING_KEYS, "title", "heading_path"],
-        excluded_llm_metadata_keys=[*BOOKKEEPING_KEYS, "heading_path"],
-    )
-
-
-def node_to_chunk(node: BaseNode) -> Chunk:
-    """The one place a llama-index node (or Chroma record) becomes a Chunk."""
-    m = node.metadata
-    heading = m.get("heading_path") or ""
-    return Chunk(
-        id=node.node_id,
-        path=m["path"],
-        text=node.get_content(),
-        start=int(m["start"]),
-        end=int(m["end"]),
-        line_start=int(m["line_start"]),
-        line_end=int(m["line_end"]),
-        title=m.get("title", ""),
-        heading_path=tuple(heading.split("\u241f")) if heading else (),
-        token_count=int(m.get("token_count", 0)),
-        doc_hash=m.get("doc_hash", ""),
-    )

@@ -283,7 +283,7 @@ class Ingestor:
     def _index_file(
         self, f: Path, st: os.stat_result, entry: DocEntry | None, fp: dict, summary: IngestSummary
     ) -> DocEntry | None:
-        from pipeline.ingest.chunker import embed_header
+        from pipeline.documents import embed_header
         from pipeline.ingest.readers import read_document
 
         doc = read_document(f)

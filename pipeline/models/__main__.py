@@ -1,0 +1,34 @@
+"""`python -m pipeline.models prepare`: build both embedded models into the cache directory."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pipeline.errors import ModelUnavailable
+from pipeline.models.gguf import prepare_gguf
+
+
+def prepare_embedder(cache_dir: Path) -> Path:
+    from pipeline.models.e5 import build_embedded_e5, embedded_e5_path
+
+    return build_embedded_e5(embedded_e5_path(cache_dir))
+
+
+def main(argv: list[str]) -> int:
+    from pipeline.settings import load_settings
+
+    if argv[:1] != ["prepare"]:
+        print("usage: python -m pipeline.models prepare", file=sys.stderr)
+        return 2
+    cache = load_settings().cache_dir
+    print(f"embedder: {prepare_embedder(cache)}")
+    try:
+        print(f"llm: {prepare_gguf(cache)}")
+    except ModelUnavailable as err:
+        print(f"llm: skipped ({err})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
