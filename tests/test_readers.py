@@ -260,6 +260,81 @@ def test_markdown_without_closing_front_matter_is_plain_body(tmp_path):
     assert doc.metadata == {}
 
 
+SETEXT = "前置き。\n\n検索拡張生成\n============\n\nRAGの説明。\n\n検索\n----\nBM25の説明。\n\n  生成\n  ===\n生成の説明。\n"
+
+
+def test_markdown_setext_headings_are_sections_starting_at_their_title_line(tmp_path):
+    doc = read_document(write(tmp_path, "setext.md", SETEXT))
+    assert [s.path for s in doc.sections] == [("検索拡張生成",), ("検索拡張生成", "検索"), ("生成",)]
+    assert [s.start for s in doc.sections] == [
+        SETEXT.index("検索拡張生成\n"),
+        SETEXT.index("検索\n"),
+        SETEXT.index("  生成\n"),
+    ]
+    assert doc.title == "検索拡張生成"
+    assert doc.heading_path_at(SETEXT.index("BM25の説明")) == ("検索拡張生成", "検索")
+    assert doc.heading_path_at(SETEXT.index("前置き")) == ()
+
+
+def test_markdown_setext_heading_after_front_matter_is_offset_by_it(tmp_path):
+    source = "---\ntags: [メモ]\n---\n見出し\n---\n本文。\n"
+    doc = read_document(write(tmp_path, "fm.md", source))
+    assert doc.metadata["tags"] == ["メモ"]
+    assert [(s.start, s.path) for s in doc.sections] == [(source.index("見出し"), ("見出し",))]
+
+
+@pytest.mark.parametrize("fence", ["```", "~~~", "````"])
+def test_markdown_hash_line_inside_a_fence_is_not_a_heading(tmp_path, fence):
+    source = f"# 本当の見出し\n\n{fence}sh\n# コメント\n見出しではない\n---\n{fence}\n\n## 後の見出し\n"
+    doc = read_document(write(tmp_path, "fence.md", source))
+    assert [s.path for s in doc.sections] == [("本当の見出し",), ("本当の見出し", "後の見出し")]
+    assert [s.start for s in doc.sections] == [0, source.index("## 後の見出し")]
+    assert doc.heading_path_at(source.index("# コメント")) == ("本当の見出し",)
+
+
+def test_markdown_unclosed_fence_hides_the_hash_lines_after_it(tmp_path):
+    doc = read_document(write(tmp_path, "open.md", "# 見出し\n```\n# コード\n"))
+    assert [s.path for s in doc.sections] == [("見出し",)]
+
+
+def test_markdown_yaml_front_matter_with_list_date_and_quoted_title(tmp_path):
+    source = (
+        "---\n"
+        "title: 'RAG: 入門 #1'\n"
+        "date: 2025-03-11\n"
+        "tags:\n"
+        "  - RAG\n"
+        "  - '#検索'\n"
+        "authors: [山田, 'Suzuki, K.']\n"
+        "draft: false\n"
+        "---\n"
+        "本文。\n"
+    )
+    doc = read_document(write(tmp_path, "fm.md", source))
+    assert doc.title == "RAG: 入門 #1"
+    assert doc.metadata["date"] == "2025-03-11"
+    assert doc.metadata["tags"] == ["RAG", "検索"]
+    assert doc.metadata["authors"] == ["山田", "Suzuki, K."]
+    assert doc.metadata["draft"] is False
+    assert doc.text[doc.body_start :] == "本文。\n"
+
+
+def test_markdown_invalid_yaml_front_matter_is_skipped_with_a_warning_and_the_note_is_read(tmp_path):
+    source = "---\ntitle: [閉じていない\n---\n# 見出し\n本文。\n"
+    doc = read_document(write(tmp_path, "bad.md", source))
+    assert doc.text[doc.body_start :] == "# 見出し\n本文。\n"
+    assert doc.title == "見出し"
+    assert "title" not in doc.metadata
+    assert "YAML" in doc.metadata["warning"]
+
+
+def test_markdown_text_between_rules_is_body_not_front_matter(tmp_path):
+    source = "---\nただの前置きの文章。\n---\n本文。\n"
+    doc = read_document(write(tmp_path, "rule.md", source))
+    assert doc.body_start == 0
+    assert doc.metadata == {}
+
+
 # ------------------------------------------------------------------ org-mode
 
 ORG = """#+TITLE: LLMメモ

@@ -236,7 +236,7 @@ class PreparedIndex:
 INDEX_CODE = (
     "pipeline/documents.py",
     "pipeline/japanese.py",
-    "pipeline/ingest/readers.py",
+    "pipeline/ingest/readers",  # a package: every .py file in it
     "pipeline/ingest/chunker.py",
     "pipeline/ingest/sync.py",
     "pipeline/index/bm25.py",
@@ -249,7 +249,9 @@ def _code_digest() -> str:
     h = hashlib.sha256()
     for rel in INDEX_CODE:
         path = root / rel
-        h.update(rel.encode() + b"\0" + (path.read_bytes() if path.exists() else b""))
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            name = f.relative_to(root).as_posix()
+            h.update(name.encode() + b"\0" + (f.read_bytes() if f.exists() else b""))
     return h.hexdigest()
 
 
