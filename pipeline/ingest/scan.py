@@ -57,3 +57,11 @@ def scan(paths: list[Path]) -> Scan:
 
 def in_scope(path: str, roots: list[Path]) -> bool:
     return any(path == str(r) or path.startswith(str(r).rstrip("/") + "/") for r in roots)
+
+
+def file_mtime(path: Path) -> float:
+    """`path`'s mtime, or 0.0 when it cannot be stat'ed (a file may vanish during a run)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

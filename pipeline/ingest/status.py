@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import IndexNotFound
 from pipeline.index.manifest import LAST_RUN, Manifest
-from pipeline.ingest.scan import in_scope, scan
+from pipeline.ingest.scan import file_mtime, in_scope, scan
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -24,13 +24,6 @@ def _dir_size(path: Path) -> int:
             except OSError:
                 pass
     return total
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
@@ -62,7 +55,7 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
         new_files = [
             str(f) for f in found.files
             if str(f) not in manifest.documents and in_scope(str(f), roots)
-            and not (str(f) in skipped and _mtime(f) < started)
+            and not (str(f) in skipped and file_mtime(f) < started)
         ]
 
     chars = sum(d.chars for d in manifest.documents.values())

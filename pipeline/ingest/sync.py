@@ -39,7 +39,7 @@ from pipeline.index.manifest import (
     write_chunk_file,
     write_json,
 )
-from pipeline.ingest.scan import in_scope, scan
+from pipeline.ingest.scan import file_mtime, in_scope, scan
 
 if TYPE_CHECKING:
     from pipeline.index.embedder import Embedder
@@ -48,7 +48,10 @@ if TYPE_CHECKING:
 
 CHUNKER_VERSION = 1
 EMBED_BATCH = 64
-ADD_BATCH = 256  # vectors per Chroma write: 500 writes of 3 cost 8x one of 1,500 (fixed cost per call)
+# Vectors buffered across files, then written to Chroma at once: a write costs a roughly fixed
+# amount whatever its size (500 writes of 3 cost 8x one of 1,500; benchmarks/results/ops.md).
+# Not `store.CHROMA_BATCH`, which caps the records of one Chroma call within a write.
+ADD_BATCH = 256
 KEEP_SNAPSHOTS = 2
 SNAPSHOT_GRACE_S = 600  # a superseded snapshot stays this long for readers that opened it
 DEFAULT_MAX_FILE_MB = 20
@@ -396,7 +399,7 @@ class Ingestor:
         now = time.time()
         for s, successor in zip(snaps[:-KEEP_SNAPSHOTS], snaps[1:]):
             # A reader that loaded an older manifest may still be reading this snapshot.
-            recent = now - _mtime(successor) < SNAPSHOT_GRACE_S
+            recent = now - file_mtime(successor) < SNAPSHOT_GRACE_S
             if str(s.relative_to(self.index_dir)) not in keep and not recent:
                 shutil.rmtree(s, ignore_errors=True)
         for t in (self.index_dir / "snapshots").glob(".tmp-*"):
@@ -421,13 +424,6 @@ def _too_big(size: int, max_mb: float) -> str:
         f"ファイルが大きすぎます: {size / 1e6:.1f} MB > 上限 {max_mb:g} MB "
         f"(file too large; raise the setting max_file_mb to index it)"
     )
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 _fault_hits: dict[str, int] = {}

