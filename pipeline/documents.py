@@ -1,5 +1,5 @@
 """The typed values that flow between stages: Document, Chunk, Span, StoredDocument,
-ScoredChunk, Source.
+ScoredChunk, Source; and `display_path`, how every layer shows a stored path.
 
 All are frozen dataclasses. Conversion to llama-index nodes happens in one place
 (`pipeline.nodes.chunk_to_node` / `node_to_chunk`).
@@ -8,6 +8,7 @@ All are frozen dataclasses. Conversion to llama-index nodes happens in one place
 from __future__ import annotations
 
 import bisect
+import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -88,6 +89,33 @@ class Chunk:
             return f"{self.path}:{self.line_start}-{self.line_end}"
         return f"{self.path}:{self.line_start}"
 
+    def to_dict(self, **fields) -> dict:
+        """The JSON shape of a chunk in a listing (`rag search --json`, an answer's sources).
+
+        `fields` (a score, whether it is cited) go before the text, which is the long part.
+        """
+        return {
+            "path": display_path(self.path),
+            "lines": [self.line_start, self.line_end],
+            "start": self.start,
+            "end": self.end,
+            **fields,
+            "text": self.text,
+        }
+
+
+def display_path(path: str) -> str:
+    """`path` relative to the working directory when it lies below it, else as stored.
+
+        >>> display_path(os.path.join(os.getcwd(), "notes", "a.md")) == os.path.join("notes", "a.md")
+        True
+    """
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
+
 
 def embed_header(title: str, heading_path: Sequence[str]) -> str:
     """The metadata line put before a chunk's text when embedding (and when matching titles)."""
@@ -117,6 +145,9 @@ class ScoredChunk:
     score: float
     linked_from: str | None = None  # the hit whose text names this chunk's document (index.links)
 
+    def to_dict(self, **fields) -> dict:
+        return self.chunk.to_dict(score=round(self.score, 6), **fields)
+
 
 @dataclass(frozen=True)
 class Source:
@@ -124,3 +155,6 @@ class Source:
 
     number: int
     chunk: Chunk
+
+    def to_dict(self, **fields) -> dict:
+        return {"number": self.number, **self.chunk.to_dict(**fields)}

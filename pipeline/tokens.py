@@ -50,3 +50,23 @@ def estimate_tokens(text: str) -> int:
         return 0
     counts = Counter(m.lastgroup for m in _CHAR_CLASSES.finditer(text))
     return max(1, round(sum(TOKENS_PER_UNIT[k] * n for k, n in counts.items())))
+
+
+# The answer prompt around its sources — rules, format example, ChatML turn markers and
+# the 「根拠:」 prefill — with an empty question, by `estimate_tokens`. Layers below
+# `answer/` (`rag status`) cannot build that prompt; the answering engine counts it with
+# its backend's tokenizer, and tests/test_engine.py fails when the prompt changes and this
+# figure does not.
+ANSWER_TEMPLATE_TOKENS = 312
+# A question's allowance where the question is not known yet: the 95th percentile of the
+# JSQuAD, JaQuAD and JEMHopQA dev questions is 36–43 tokens by `estimate_tokens` (mean ≈ 22).
+QUESTION_TOKENS = 40
+
+
+def usable_window(context_window: int, *, prompt_tokens: int, answer_tokens: int) -> int:
+    """Tokens left for the sources once the prompt around them and the answer are reserved.
+
+        >>> usable_window(32768, prompt_tokens=352, answer_tokens=256)
+        32160
+    """
+    return context_window - prompt_tokens - answer_tokens

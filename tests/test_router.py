@@ -63,3 +63,33 @@ def test_confident_pointed_question_retrieves_and_allows_fallback():
 def test_estimated_token_counts_are_marked():
     route = decide(inputs(token_count_estimated=True))
     assert route.token_count_estimated and "推定" in route.reasons[0]
+
+
+def test_a_route_is_frozen_and_renders_as_plain_json():
+    import dataclasses
+    import json
+
+    route = decide(inputs(retrieval_confidence=0.9))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        route.mode = "long-context"
+    data = json.loads(json.dumps(route.to_dict()))
+    assert data["mode"] == "retrieve" and data["reasons"] == list(route.reasons)
+    assert data["estimates"]["retrieve"] == {
+        "input_tokens": 400 + 1500, "seconds": route.estimates["retrieve"].seconds,
+        "cost": route.estimates["retrieve"].cost,
+    }
+
+
+def test_usable_window_is_the_shared_rule():
+    from pipeline.tokens import usable_window
+
+    route = decide(inputs(window=8192, prompt_tokens=350, answer_tokens=200))
+    assert route.usable_window == usable_window(8192, prompt_tokens=350, answer_tokens=200) == 8192 - 350 - 200
+
+
+def test_a_corpus_about_the_size_of_the_retrieved_chunks_is_read_whole():
+    from pipeline.answer.router import WHOLE_CORPUS_RATIO
+
+    near = decide(inputs(corpus_tokens=int(1500 * WHOLE_CORPUS_RATIO), retrieval_confidence=0.9))
+    far = decide(inputs(corpus_tokens=int(1500 * WHOLE_CORPUS_RATIO) + 1, retrieval_confidence=0.9))
+    assert near.mode == "long-context" and far.mode == "retrieve"

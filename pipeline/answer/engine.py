@@ -1,14 +1,16 @@
 """Answering: route, pack, ask the LLM, check every cited sentence.
 
 `Answerer.ask(question)` is what `rag ask` and the notebooks call; `as_query_engine`
-exposes it as a llama-index `CustomQueryEngine`.
+exposes it as a llama-index `CustomQueryEngine`. A question is retrieved for once (one
+embedding, one BM25 tokenization), and its `Answer` is built once, from the checked
+answer as the user will read it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -17,12 +19,12 @@ from pipeline.answer.packing import (
     number_sources,
     pack_documents,
     render_sources,
+    whole_corpus,
 )
 from pipeline.answer.backends.base import Completion
 from pipeline.answer.prompts import (
     ANSWER_LABEL,
     ASSISTANT_PREFILL,
-    UNKNOWN,
     ParsedOutput,
     build_prompt,
     close_evidence,
@@ -31,45 +33,116 @@ from pipeline.answer.prompts import (
     says_unknown,
 )
 from pipeline.answer.router import Route, RouteInputs, decide
+from pipeline.documents import display_path
 
 if TYPE_CHECKING:
     from pipeline.answer.backends.base import LLMBackend
     from pipeline.answer.checker import CheckedAnswer, CitationChecker
-    from pipeline.documents import Source
+    from pipeline.documents import Chunk, Source
+    from pipeline.index.search import Retrieval
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
 
 ModeChoice = Literal["auto", "retrieve", "long-context"]
 Policy = Literal["annotate", "strip", "refuse"]
-PROMPT_OVERHEAD_TOKENS = 400  # instructions + format example + question, measured once below
 REFUSAL = "資料では裏付けられません"
 ANSWER_AFTER_EVIDENCE_TOKENS = 128  # an answer is a sentence or two; the quote already took its share
+# The retrievers' agreement (the router's retrieval confidence) is judged on their top 5,
+# the default `top_k`: deeper lists of a small corpus overlap whatever the question.
+AGREEMENT_DEPTH = 5
+# A prefix state is named by this many hex digits of sha256 (96 bits): a handful of
+# states live side by side, so a collision is out of reach and the names stay short.
+PREFIX_KEY_HEX_DIGITS = 24
+# Where generation stops: the end of the assistant's ChatML turn, or a model that goes on
+# to write the next 「質問:」 itself (seen with plain prompts).
+STOP = ("<|im_end|>", "\n質問:")
+# ...and, once 「回答:」 was written for it, the start of another 「根拠」 block.
+STOP_AFTER_LABEL = STOP + ("\n根拠",)
+
+# The keys of one sentence in `rag ask --json` (a Verdict carries more: offsets, spans).
+SENTENCE_KEYS = ("text", "citations", "verdict", "score", "fixed_citations", "reasons")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Answer:
+    """One answered question: what the user reads, and what it was made from."""
+
     question: str
-    answer: str  # as shown to the user, after the citation policy
+    answer: str  # as shown to the user, after the citation policy (and the label, if any)
     raw_answer: str  # the model's answer section, before the policy
     evidence: str  # the model's quoted evidence
     mode: str
     route: Route
-    sources: list["Source"]
-    checked: "CheckedAnswer | None"
+    sources: tuple["Source", ...]
+    checked: "CheckedAnswer | None"  # the checker's verdicts on `raw_answer`
     backend: str
     refused: bool = False
-    fallback_from: str | None = None
+    fallback_from: str | None = None  # "retrieve" when Self-Route retried with long context
     completion: "Completion | None" = None
     seconds: float = 0.0
-    tokens_read: int = 0
-    extra: dict = field(default_factory=dict)
+    tokens_read: int = 0  # prompt tokens read fresh (not from a cache), every attempt
+    label: str | None = None  # how the answer was made when not by the LLM (extractive)
+    answer_label_added: bool = False  # the model quoted without answering and was given 「回答:」
+    # ALCE citation recall / precision of `answer` as shown (see `figures_as_shown`).
+    citation_recall: float | None = None
+    citation_precision: float | None = None
+
+    def to_dict(self) -> dict:
+        """The JSON shape of `rag ask --json`."""
+        if self.checked is not None:
+            sentences = [
+                {k: d[k] for k in SENTENCE_KEYS} for d in (v.to_dict() for v in self.checked.verdicts)
+            ]
+        else:
+            from pipeline.check.citations import parse_answer
+
+            sentences = [
+                {"text": s.text, "citations": list(s.citations), "verdict": None}
+                for s in parse_answer(self.raw_answer)
+            ]
+        cited = {n for s in sentences for n in [*s["citations"], *s.get("fixed_citations", [])]}
+        return {
+            "question": self.question,
+            "answer": self.answer,
+            "raw_answer": self.raw_answer,
+            "evidence": self.evidence,
+            "mode": self.mode,
+            "fallback_from": self.fallback_from,
+            "backend": self.backend,
+            "refused": self.refused,
+            "route": self.route.to_dict(),
+            "sentences": sentences,
+            "citation_recall": self.citation_recall,
+            "citation_precision": self.citation_precision,
+            "sources": [s.to_dict(cited=s.number in cited) for s in self.sources],
+            "seconds": self.seconds,
+            "tokens_read": self.tokens_read,
+            "label": self.label,
+            "answer_label_added": self.answer_label_added,
+        }
 
 
-def _display(path: str) -> str:
-    import os
+def answer_to_dict(a: Answer) -> dict:
+    """`a.to_dict()`, under the name notebooks and older callers use."""
+    return a.to_dict()
 
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
+
+@dataclass(frozen=True)
+class _Draft:
+    """One attempt's answer before checking: what the model (or the extractor) wrote."""
+
+    route: Route
+    sources: tuple["Source", ...]
+    text: str  # the answer section
+    evidence: str
+    completion: Completion | None = None
+    label: str | None = None
+    answer_label_added: bool = False
+
+    @property
+    def tokens_read(self) -> int:
+        c = self.completion
+        return c.prompt_tokens - c.cached_prompt_tokens if c is not None else 0
 
 
 class Answerer:
@@ -112,41 +185,35 @@ class Answerer:
         cache = self.index.index_dir / self.index.manifest.snapshot / f"{key}.txt"
         if cache.exists():
             return int(cache.read_text())
-        text = self._packed_corpus().text
-        n = self.backend.count_tokens(text)
+        n = self.backend.count_tokens(self._corpus_text())
         try:
             cache.write_text(str(n))
         except OSError:
             pass
         return n
 
-    @dataclass
-    class _Packed:
-        sources: list
-        text: str
-        tokens: int
-        dropped: int
+    def prompt_tokens(self, question: str) -> int:
+        """Tokens of the prompt around the sources for `question`, measured on the prompt itself.
 
-    def _packed_corpus(self, priority: list[str] | None = None, budget: int | None = None) -> "_Packed":
-        docs = list(self.index.documents.values())
-        budget = budget if budget is not None else 10**12
-        packed = pack_documents(
-            docs, self.backend.count_tokens if budget < 10**12 else len, budget, priority, _display
-        )
-        text = render_sources(packed.sources, _display)
-        return Answerer._Packed(packed.sources, text, packed.tokens, packed.dropped)
+        The prompt with an empty context, counted with the backend's tokenizer: the rules,
+        the format example, the chat template, the prefill and the question.
+        """
+        return self.backend.count_tokens(self._raw_prompt(build_prompt("", question)))
 
-    def _retrieve(self, question: str):
-        from pipeline.index.search import search
+    def _corpus_sources(self) -> list["Source"]:
+        return whole_corpus(self.index.documents.values())
 
-        k = self.settings.top_k
-        hits = search(self.index, question, k=k, retriever=self.settings.retriever)
-        dense = search(self.index, question, k=5, retriever="dense")
-        sparse = search(self.index, question, k=5, retriever="bm25")
-        return hits, _confidence(dense, sparse)
+    def _corpus_text(self) -> str:
+        return render_sources(self._corpus_sources(), display_path)
+
+    def _retrieve(self, question: str) -> "Retrieval":
+        from pipeline.index.search import retrieve
+
+        return retrieve(self.index, question, k=self.settings.top_k, retriever=self.settings.retriever)
 
     def _prefix_key(self, text: str) -> str:
-        return hashlib.sha256((self.backend.info.name + "\0" + text).encode()).hexdigest()[:24]
+        digest = hashlib.sha256((self.backend.info.name + "\0" + text).encode()).hexdigest()
+        return digest[:PREFIX_KEY_HEX_DIGITS]
 
     def prefix_state_dir(self) -> Path:
         return self.index.index_dir / "kv-cache"
@@ -160,19 +227,20 @@ class Answerer:
 
     # -- the pipeline --------------------------------------------------------------
 
-    def route(self, question: str, mode: ModeChoice = "auto"):
-        hits, confidence = self._retrieve(question)
-        chunks = in_document_order([h.chunk for h in hits])
+    def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Chunk"], "Retrieval"]:
+        """The route for `question`, the retrieved chunks in document order, and the retrieval."""
+        retrieval = self._retrieve(question)
+        chunks = in_document_order([h.chunk for h in retrieval.hits])
         info = self.backend.info
         corpus_tokens = self.corpus_tokens()
-        retrieve_tokens = sum(self.backend.count_tokens(c.text) + 24 for c in chunks)
-        packed_text = self._packed_corpus().text if corpus_tokens else ""
+        packed_text = self._corpus_text() if corpus_tokens else ""
         inputs = RouteInputs(
             question=question,
             corpus_tokens=corpus_tokens,
-            retrieve_tokens=retrieve_tokens,
+            # exactly the context retrieve mode would send, fences and all
+            retrieve_tokens=self.backend.count_tokens(render_sources(number_sources(chunks), display_path)),
             window=info.context_window,
-            prompt_tokens=PROMPT_OVERHEAD_TOKENS,
+            prompt_tokens=self.prompt_tokens(question),
             answer_tokens=self.settings.answer_tokens,
             prompt_tokens_per_s=info.prompt_tokens_per_s,
             gen_tokens_per_s=info.gen_tokens_per_s,
@@ -181,87 +249,78 @@ class Answerer:
             prefix_cached=self._prefix_cached(packed_text),
             latency_budget_s=self.settings.latency_budget_s,
             cost_budget=self.settings.cost_budget,
-            retrieval_confidence=confidence,
+            retrieval_confidence=_confidence(retrieval),
             token_count_estimated=info.token_count_estimated,
         )
         route = decide(inputs)
         if mode != "auto":
             forced = "long-context" if mode == "long-context" else "retrieve"
-            if forced == "long-context" and route.mode == "top-documents":
+            if forced == "long-context" and (route.mode == "top-documents" or corpus_tokens > route.usable_window):
                 forced = "top-documents"
-            elif forced == "long-context" and corpus_tokens > route.usable_window:
-                forced = "top-documents"
-            route = Route(
-                forced, route.reasons + (f"--mode {mode} が指定されたため {forced}",),
-                route.usable_window, route.corpus_tokens, route.estimates, False,
-                route.token_count_estimated,
+            route = replace(
+                route, mode=forced, reasons=route.reasons + (f"--mode {mode} が指定されたため {forced}",),
+                allow_fallback=False,
             )
-        return route, chunks, hits
+        return route, chunks, retrieval
 
     def ask(self, question: str, mode: ModeChoice = "auto", policy: Policy | None = None) -> Answer:
-        t0 = time.time()
+        started = time.perf_counter()
         policy = policy or self.settings.citation_policy
-        route, chunks, hits = self.route(question, mode)
-        answer = self._answer_in_mode(question, route, chunks, hits, policy)
-        if route.allow_fallback and says_unknown(answer.raw_answer):
+        route, chunks, retrieval = self.route(question, mode)
+        draft = self._draft(question, route, chunks, retrieval)
+        tokens_read, fallback_from = draft.tokens_read, None
+        if route.allow_fallback and says_unknown(draft.text):
             lc = route.estimates.get("long-context")
             if lc and lc.seconds <= self.settings.latency_budget_s and route.corpus_tokens <= route.usable_window:
-                fallback_route = Route(
-                    "long-context",
-                    route.reasons + ("検索モードの回答が「分かりません」だったため長文脈で再試行 (Self-Route)",),
-                    route.usable_window, route.corpus_tokens, route.estimates, False,
-                    route.token_count_estimated,
+                fallback_route = replace(
+                    route, mode="long-context", allow_fallback=False,
+                    reasons=route.reasons + ("検索モードの回答が「分かりません」だったため長文脈で再試行 (Self-Route)",),
                 )
-                retry = self._answer_in_mode(question, fallback_route, chunks, hits, policy)
-                retry.fallback_from = "retrieve"
-                retry.tokens_read += answer.tokens_read
-                answer = retry
-        answer.seconds = round(time.time() - t0, 2)
-        return answer
+                draft = self._draft(question, fallback_route, chunks, retrieval)
+                tokens_read += draft.tokens_read
+                fallback_from = "retrieve"
+        return self._finish(question, draft, policy, fallback_from, tokens_read, started)
 
-    def _answer_in_mode(self, question, route: Route, chunks, hits, policy) -> Answer:
+    def _draft(self, question: str, route: Route, chunks: list["Chunk"], retrieval: "Retrieval") -> _Draft:
+        cache_key = None
         if route.mode == "retrieve":
             sources = number_sources(chunks)
-            context = render_sources(sources, _display)
-            cache_key = None
         elif route.mode == "long-context":
-            packed = self._packed_corpus()
-            sources, context = packed.sources, packed.text
-            cache_key = self._ensure_prefix(context) if self.backend.info.supports_prefix_cache else None
+            sources = self._corpus_sources()
+            if self.backend.info.supports_prefix_cache:
+                cache_key = self._ensure_prefix(render_sources(sources, display_path))
         else:  # top-documents: best-matching whole documents up to the window
-            priority = list(dict.fromkeys(h.chunk.path for h in hits))
-            more = self.index.sparse(question, 50) + self.index.dense(question, 50)
-            priority += [s.chunk.path for s in more if s.chunk.path not in priority]
-            packed = self._packed_corpus(priority, route.usable_window)
-            sources, context = packed.sources, packed.text
-            cache_key = None
+            # The retrieved chunks' documents first, then the rest of each retriever's list.
+            ranked = (*retrieval.hits, *retrieval.sparse, *retrieval.dense)
+            priority = list(dict.fromkeys(h.chunk.path for h in ranked))
+            packed = pack_documents(
+                list(self.index.documents.values()), self.backend.count_tokens, route.usable_window,
+                priority, display_path,
+            )
+            sources = packed.sources
             best = priority[0] if priority else None
-            if best is not None and best not in {s.chunk.path for s in packed.sources}:
+            if best is not None and best not in {s.chunk.path for s in sources}:
                 # The best-matching document alone is larger than the window: whole documents
                 # would come from worse matches (jsquad articles, 4k window: gold article packed 2/10).
-                reason = f"最も関連する文書 {_display(best)} が窓に収まらないため、検索した断片で回答"
+                reason = f"最も関連する文書 {display_path(best)} が窓に収まらないため、検索した断片で回答"
                 route = replace(route, mode="retrieve", reasons=route.reasons + (reason,))
                 sources = number_sources(chunks)
-                context = render_sources(sources, _display)
 
         if not self.backend.info.generative:
-            return self._extractive(question, route, sources, policy)
+            return self._extractive(question, route, sources)
 
-        prompt = build_prompt(context, question)
-        raw_prompt = self._raw_prompt(prompt)
-        stop = ["<|im_end|>", "\n質問:"]
+        raw_prompt = self._raw_prompt(build_prompt(render_sources(sources, display_path), question))
         completion = self.backend.complete(
-            raw_prompt, max_tokens=self.settings.answer_tokens, stop=stop, prefix_cache_key=cache_key,
+            raw_prompt, max_tokens=self.settings.answer_tokens, stop=list(STOP), prefix_cache_key=cache_key,
         )
         parsed = parse_output(completion.text)
         label_added = not parsed.labelled and not says_unknown(parsed.answer)
         if label_added:
-            completion, parsed = self._ask_for_the_answer(raw_prompt, completion, stop, cache_key)
-        answer = self._finish(question, route, sources, parsed.answer, parsed.evidence, policy, completion)
-        answer.extra["answer_label_added"] = label_added
-        return answer
+            completion, parsed = self._ask_for_the_answer(raw_prompt, completion, cache_key)
+        return _Draft(route, tuple(sources), parsed.answer, parsed.evidence, completion,
+                      answer_label_added=label_added)
 
-    def _ask_for_the_answer(self, raw_prompt, first, stop, cache_key):
+    def _ask_for_the_answer(self, raw_prompt, first, cache_key):
         """The model quoted (or wrote) without reaching 「回答:」: write the label for it and let it answer.
 
         On the jsquad articles the embedded 1.5B model did this for about one question in five,
@@ -271,7 +330,7 @@ class Answerer:
         evidence = close_evidence(first.text)
         second = self.backend.complete(
             raw_prompt + evidence + ANSWER_LABEL, max_tokens=ANSWER_AFTER_EVIDENCE_TOKENS,
-            stop=stop + ["\n根拠"], prefix_cache_key=cache_key,
+            stop=list(STOP_AFTER_LABEL), prefix_cache_key=cache_key,
         )
         both = Completion(
             text=evidence + ANSWER_LABEL + second.text,
@@ -304,39 +363,73 @@ class Answerer:
         prepare(self.prefix_text(context), key, self.prefix_state_dir())
         return key
 
-    def _extractive(self, question, route, sources, policy) -> Answer:
-        from pipeline.answer.backends.extractive import extractive_answer
+    def _extractive(self, question, route, sources) -> _Draft:
+        from pipeline.answer.backends.extractive import EXTRACTIVE_LABEL, extractive_answer
         from pipeline.japanese import default_analyzer
-
-        from pipeline.answer.backends.extractive import EXTRACTIVE_LABEL
 
         text = extractive_answer(question, [(s.number, s.chunk.text) for s in sources], default_analyzer())
         # The label says how the answer was made; it is not a claim to check.
         body = text.removeprefix(EXTRACTIVE_LABEL).strip()
-        answer = self._finish(question, route, sources, body, "", policy, None)
-        answer.extra["label"] = EXTRACTIVE_LABEL
-        answer.answer = f"{EXTRACTIVE_LABEL}\n{answer.answer}"
-        return answer
+        return _Draft(route, tuple(sources), body, "", None, label=EXTRACTIVE_LABEL)
 
-    def _finish(self, question, route, sources, answer_text, evidence, policy, completion) -> Answer:
-        from pipeline.answer.checker import apply_policy
-
+    def _finish(self, question: str, draft: _Draft, policy, fallback_from, tokens_read, started) -> Answer:
+        """Check the draft, apply the policy, and build the one `Answer`."""
         checked = None
-        shown, refused = answer_text, False
-        if self.checker is not None and answer_text and not says_unknown(answer_text):
-            checked = self.checker.check(answer_text, sources)
-            shown, refused = apply_policy(checked, answer_text, policy, self.settings.refuse_below)
-        tokens_read = completion.prompt_tokens - completion.cached_prompt_tokens if completion else 0
+        shown, refused = draft.text, False
+        recall = precision = None
+        if self.checker is not None and draft.text and not says_unknown(draft.text):
+            from pipeline.answer.checker import apply_policy
+
+            checked = self.checker.check(draft.text, list(draft.sources))
+            shown, refused = apply_policy(checked, draft.text, policy, self.settings.refuse_below)
+            recall, precision = figures_as_shown(checked, policy, refused)
+        if draft.label:
+            shown = f"{draft.label}\n{shown}"
         return Answer(
-            question=question, answer=shown, raw_answer=answer_text, evidence=evidence,
-            mode=route.mode, route=route, sources=sources, checked=checked,
-            backend=self.backend.info.name, refused=refused, completion=completion,
-            tokens_read=tokens_read,
+            question=question, answer=shown, raw_answer=draft.text, evidence=draft.evidence,
+            mode=draft.route.mode, route=draft.route, sources=draft.sources, checked=checked,
+            backend=self.backend.info.name, refused=refused, fallback_from=fallback_from,
+            completion=draft.completion, seconds=round(time.perf_counter() - started, 2),
+            tokens_read=tokens_read, label=draft.label, answer_label_added=draft.answer_label_added,
+            citation_recall=recall, citation_precision=precision,
         )
 
 
-def _confidence(dense, sparse) -> float:
-    """Agreement of the two retrievers: top-1 document match and overlap of their top-5."""
+def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tuple[float | None, float | None]:
+    """ALCE citation recall and precision of the answer as the policy shows it.
+
+    The checker's own figures (`checked.citation_recall` / `_precision`, what `rag eval
+    answers` reports) judge the model's citations. The policy then moves a citation to
+    the source that supports its sentence (supported_by_other, or uncited with such a
+    source) and, under "strip", drops what stays unsupported: the figures printed under
+    an answer describe the citations the user reads. A refusal cites nothing: None.
+    Same definitions as the checker: recall is the share of sentences their citations
+    support, precision the share of citations needed and supporting (0 with none).
+    """
+    if refused:
+        return None, None
+    supported = citations = good = sentences = 0
+    for v in checked.verdicts:
+        if v.label == "supported":
+            ok, n_cited, n_good = True, len(v.cited), len(v.fixed_citations)
+        elif v.fixed_citations:  # supported_by_other, or uncited: the policy put the right [n]
+            ok, n_cited, n_good = True, len(v.fixed_citations), len(v.fixed_citations)
+        elif policy == "strip":
+            continue  # removed from the answer
+        else:  # marked 〔資料で未確認〕 / 〔出典なし〕, citations as written
+            ok, n_cited, n_good = False, len(v.cited), 0
+        sentences += 1
+        supported += ok
+        citations += n_cited
+        good += n_good
+    if not sentences:
+        return 1.0, 1.0  # nothing claimed, as the checker counts an answer without claims
+    return round(supported / sentences, 4), round(good / citations, 4) if citations else 0.0
+
+
+def _confidence(retrieval: "Retrieval") -> float:
+    """Agreement of the two retrievers: top-1 document match and overlap of their top documents."""
+    dense, sparse = retrieval.dense[:AGREEMENT_DEPTH], retrieval.sparse[:AGREEMENT_DEPTH]
     if not dense or not sparse:
         return 0.0
     d = [h.chunk.path for h in dense]
@@ -344,64 +437,6 @@ def _confidence(dense, sparse) -> float:
     top1 = 1.0 if d[0] == s[0] else 0.0
     overlap = len(set(d) & set(s)) / len(set(d) | set(s))
     return round(0.5 * top1 + 0.5 * overlap, 3)
-
-
-def answer_to_dict(a: Answer) -> dict:
-    """The JSON shape of `rag ask --json`."""
-    verdicts = {}
-    if a.checked is not None:
-        for v in a.checked.verdicts:
-            verdicts[(v.sentence.start, v.sentence.end)] = v
-    sentences = []
-    if a.checked is not None:
-        for v in a.checked.verdicts:
-            sentences.append(
-                {
-                    "text": v.sentence.text,
-                    "citations": list(v.sentence.citations),
-                    "verdict": v.label,
-                    "score": round(v.score, 4),
-                    "fixed_citations": list(v.fixed_citations),
-                    "reasons": list(v.reasons),
-                }
-            )
-    else:
-        from pipeline.answer.citations import parse_answer
-
-        for s in parse_answer(a.raw_answer):
-            sentences.append({"text": s.text, "citations": list(s.citations), "verdict": None})
-    cited = {n for s in sentences for n in [*s["citations"], *s.get("fixed_citations", [])]}
-    return {
-        "question": a.question,
-        "answer": a.answer,
-        "raw_answer": a.raw_answer,
-        "evidence": a.evidence,
-        "mode": a.mode,
-        "fallback_from": a.fallback_from,
-        "backend": a.backend,
-        "refused": a.refused,
-        "route": a.route.to_dict(),
-        "sentences": sentences,
-        "citation_recall": a.checked.citation_recall if a.checked else None,
-        "citation_precision": a.checked.citation_precision if a.checked else None,
-        "sources": [
-            {
-                "number": s.number,
-                "path": _display(s.chunk.path),
-                "lines": [s.chunk.line_start, s.chunk.line_end],
-                "start": s.chunk.start,
-                "end": s.chunk.end,
-                "cited": s.number in cited,
-                "text": s.chunk.text,
-            }
-            for s in a.sources
-        ],
-        "seconds": a.seconds,
-        "tokens_read": a.tokens_read,
-        "label": a.extra.get("label"),
-        # True when the model quoted without answering and was given 「回答:」 to go on from.
-        "answer_label_added": a.extra.get("answer_label_added", False),
-    }
 
 
 def as_query_engine(answerer: Answerer):
@@ -412,6 +447,6 @@ def as_query_engine(answerer: Answerer):
     class RagQueryEngine(CustomQueryEngine):
         def custom_query(self, query_str: str):
             a = answerer.ask(query_str)
-            return Response(response=a.answer, metadata=answer_to_dict(a))
+            return Response(response=a.answer, metadata=a.to_dict())
 
     return RagQueryEngine()

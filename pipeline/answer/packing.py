@@ -12,6 +12,10 @@ from typing import Iterable, Sequence
 
 from pipeline.documents import Chunk, Source, StoredDocument
 
+SOURCE_SEPARATOR = "\n\n"  # between two rendered sources
+# Its tokens, counted per packed document (rounded up: one or two with any tokenizer).
+SEPARATOR_TOKENS = 2
+
 
 def document_chunk(doc: StoredDocument) -> Chunk:
     """A whole indexed document as one citable span."""
@@ -48,7 +52,12 @@ def render_source(source: Source, display_path) -> str:
 
 
 def render_sources(sources: Sequence[Source], display_path=lambda p: p) -> str:
-    return "\n\n".join(render_source(s, display_path) for s in sources)
+    return SOURCE_SEPARATOR.join(render_source(s, display_path) for s in sources)
+
+
+def whole_corpus(docs: Iterable[StoredDocument]) -> list[Source]:
+    """Every document, whole, in path order: the long-context pack (nothing to count)."""
+    return number_sources([document_chunk(d) for d in sorted(docs, key=lambda d: d.path)])
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def pack_documents(
         d = by_path.get(path)
         if d is None:
             continue
-        n = count_tokens(render_source(Source(0, document_chunk(d)), display_path)) + 2
+        n = count_tokens(render_source(Source(0, document_chunk(d)), display_path)) + SEPARATOR_TOKENS
         if used + n > budget:
             continue
         chosen.append(d)

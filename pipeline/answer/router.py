@@ -9,8 +9,10 @@ answer says the sources don't say) is decided by `allow_fallback`.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
+
+from pipeline.tokens import usable_window
 
 Mode = Literal["retrieve", "long-context", "top-documents"]
 
@@ -20,6 +22,10 @@ GLOBAL_PATTERNS = (
     "何種類", "どれだけ", "全体", "概要", "共通", "挙げ", "傾向",
 )
 _GLOBAL_RE = re.compile("|".join(map(re.escape, GLOBAL_PATTERNS)))
+
+# A corpus at most this many times the retrieved chunks is read whole: retrieval would
+# leave out little, and reading it all costs about as much.
+WHOLE_CORPUS_RATIO = 1.5
 
 
 def is_global_question(question: str) -> bool:
@@ -32,7 +38,7 @@ class RouteInputs:
     corpus_tokens: int  # all indexed document text, measured with the backend's tokenizer
     retrieve_tokens: int  # the top-k chunks that retrieve mode would send
     window: int  # backend context window
-    prompt_tokens: int  # instructions + question + format example
+    prompt_tokens: int  # the prompt around the sources: instructions, format example, question
     answer_tokens: int  # reserved for the answer
     prompt_tokens_per_s: float
     gen_tokens_per_s: float
@@ -44,7 +50,6 @@ class RouteInputs:
     retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
     confidence_threshold: float = 0.35
     token_count_estimated: bool = False
-    question_tokens: int = 32
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Estimate:
     input_tokens: int  # tokens read fresh (not from a cache)
     seconds: float
     cost: float
+
+    def to_dict(self) -> dict:
+        return {"input_tokens": self.input_tokens, "seconds": self.seconds, "cost": self.cost}
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,16 @@ class Route:
     token_count_estimated: bool = False
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["reasons"] = list(self.reasons)
-        return d
+        """The JSON shape of `rag ask --json`'s "route"."""
+        return {
+            "mode": self.mode,
+            "reasons": list(self.reasons),
+            "usable_window": self.usable_window,
+            "corpus_tokens": self.corpus_tokens,
+            "estimates": {name: e.to_dict() for name, e in self.estimates.items()},
+            "allow_fallback": self.allow_fallback,
+            "token_count_estimated": self.token_count_estimated,
+        }
 
 
 def _estimate(inp: RouteInputs, read_tokens: int) -> Estimate:
@@ -79,7 +94,7 @@ def _estimate(inp: RouteInputs, read_tokens: int) -> Estimate:
 
 
 def decide(inp: RouteInputs) -> Route:
-    usable = inp.window - inp.prompt_tokens - inp.answer_tokens
+    usable = usable_window(inp.window, prompt_tokens=inp.prompt_tokens, answer_tokens=inp.answer_tokens)
     fits = inp.corpus_tokens <= usable
     retrieve = _estimate(inp, inp.prompt_tokens + inp.retrieve_tokens)
     # With a cached prefix only the question (and format text) is read fresh.
@@ -117,7 +132,7 @@ def decide(inp: RouteInputs) -> Route:
             "long-context",
             f"検索の確信度が低い ({inp.retrieval_confidence:.2f} < {inp.confidence_threshold}) ので全体を読む",
         )
-    if inp.corpus_tokens <= inp.retrieve_tokens * 1.5:
+    if inp.corpus_tokens <= inp.retrieve_tokens * WHOLE_CORPUS_RATIO:
         return route("long-context", "コーパスが検索結果とほぼ同じ大きさなので全体を読む")
     return route(
         "retrieve",

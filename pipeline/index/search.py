@@ -5,6 +5,11 @@ Hybrid asks each retriever for its top `max(k, CANDIDATES)` chunks and fuses the
 `bm25_tokens`, so the query's BM25 ceiling (`BM25Index.upper_bound`) comes from the
 very tokens that were scored. With `settings.follow_links` (default on), documents the
 top hit names by title are then put after it (`pipeline.index.links`, a second hop).
+
+`retrieve` is the same hybrid search returning each retriever's list beside the
+chosen ranking, for callers that need all three (the answering engine judges the
+retrievers' agreement and picks whole documents from them): one question is embedded
+once and tokenized for BM25 once.
 """
 
 from __future__ import annotations
@@ -13,12 +18,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.index.bm25 import bm25_tokens
-from pipeline.index.fusion import DEFAULT_FUSION, fuse
+from pipeline.index.fusion import fuse
 from pipeline.index.links import follow_links
 from pipeline.documents import ScoredChunk
 from pipeline.index.snapshot import IndexSnapshot
 
-__all__ = ["CANDIDATES", "RETRIEVERS", "RetrieverName", "SparseResult", "search", "sparse_search"]
+__all__ = [
+    "CANDIDATES",
+    "RETRIEVERS",
+    "Retrieval",
+    "RetrieverName",
+    "SparseResult",
+    "retrieve",
+    "search",
+    "sparse_search",
+]
 
 RetrieverName = Literal["hybrid", "bm25", "dense"]
 RETRIEVERS = ("bm25", "dense", "hybrid")
@@ -43,25 +57,48 @@ def sparse_search(index: IndexSnapshot, query: str, k: int, tokens: list[str] | 
     return SparseResult(hits, index.bm25.upper_bound(tokens) if hits else 0.0)
 
 
-def search(
+@dataclass(frozen=True)
+class Retrieval:
+    """One question's retrieval: the chosen ranking and each retriever's own list."""
+
+    hits: list[ScoredChunk]  # the `k` best under the chosen retriever
+    sparse: list[ScoredChunk]  # BM25, best first, `max(k, CANDIDATES)` deep
+    dense: list[ScoredChunk]  # the embedder, best first, as deep
+
+
+def retrieve(
     index: IndexSnapshot,
     query: str,
     k: int = 5,
     retriever: RetrieverName = "hybrid",
     fusion: str | None = None,
-) -> list[ScoredChunk]:
-    """The `k` best chunks. `fusion` names a rule in `fusion.FUSIONS` (default: settings.fusion)."""
-    if retriever == "bm25":
-        return sparse_search(index, query, k).hits
-    if retriever == "dense":
-        return index.dense(query, k)
-    if retriever != "hybrid":
+) -> Retrieval:
+    """Both retrievers run once each; `hits` ranks them as `search(..., retriever)` would."""
+    if retriever not in RETRIEVERS:
         raise ValueError(f"unknown retriever {retriever!r}: choose bm25, dense or hybrid")
-    method = fusion or getattr(index.settings, "fusion", None) or DEFAULT_FUSION
     n = max(k, CANDIDATES)
     tokens = bm25_tokens(index.analyzer, query)
     sparse = sparse_search(index, query, n, tokens)
     dense = index.dense(query, n)
+    if retriever == "bm25":
+        hits = sparse.hits[:k]
+    elif retriever == "dense":
+        hits = dense[:k]
+    else:
+        hits = _fused(index, query, tokens, sparse, dense, n, fusion)[:k]
+    return Retrieval(hits, sparse.hits, dense)
+
+
+def _fused(
+    index: IndexSnapshot,
+    query: str,
+    tokens: list[str],
+    sparse: SparseResult,
+    dense: list[ScoredChunk],
+    n: int,
+    fusion: str | None,
+) -> list[ScoredChunk]:
+    method = fusion or index.settings.fusion
     chunks = {sc.chunk.id: sc.chunk for sc in (*sparse.hits, *dense)}
     fused = fuse(
         method,
@@ -70,7 +107,25 @@ def search(
         sparse_ceiling=sparse.ceiling,
         depth=n,
     )
-    hits = [ScoredChunk(chunks[cid], score) for cid, score in fused[: max(k, n)]]
-    if getattr(index.settings, "follow_links", True):
+    hits = [ScoredChunk(chunks[cid], score) for cid, score in fused[:n]]
+    if index.settings.follow_links:
         hits = follow_links(index, query, tokens, hits)
-    return hits[:k]
+    return hits
+
+
+def search(
+    index: IndexSnapshot,
+    query: str,
+    k: int = 5,
+    retriever: RetrieverName = "hybrid",
+    fusion: str | None = None,
+) -> list[ScoredChunk]:
+    """The `k` best chunks. `fusion` names a rule in `fusion.FUSIONS` (default: settings.fusion).
+
+    BM25 alone never loads the embedder, and dense alone never tokenizes for BM25.
+    """
+    if retriever == "bm25":
+        return sparse_search(index, query, k).hits
+    if retriever == "dense":
+        return index.dense(query, k)
+    return retrieve(index, query, k, retriever, fusion).hits

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from pipeline.tokens import estimate_tokens
 
@@ -131,11 +131,20 @@ def format_chat(system: str, user: str) -> str:
     Special-token spellings inside `system` / `user` are defused. Text appended after
     the returned string prefills the assistant's answer.
     """
-    parts = []
-    if system:
-        parts.append(f"<|im_start|>system\n{_defuse(system)}<|im_end|>\n")
-    parts.append(f"<|im_start|>user\n{_defuse(user)}<|im_end|>\n<|im_start|>assistant\n")
-    return "".join(parts)
+    return chatml(([("system", system)] if system else []) + [("user", user)])
+
+
+def chatml(turns: Sequence[tuple[str, str]]) -> str:
+    """`(role, text)` turns as ChatML, ending where the assistant's answer starts.
+
+    Roles other than system / user / assistant are sent as user; text is defused.
+    """
+    out = []
+    for role, text in turns:
+        role = role if role in ("system", "user", "assistant") else "user"
+        out.append(f"<|im_start|>{role}\n{_defuse(text)}<|im_end|>\n")
+    out.append("<|im_start|>assistant\n")
+    return "".join(out)
 
 
 def parse_chat(prompt: str) -> list[dict[str, str]] | None:
@@ -286,13 +295,7 @@ class FakeBackend:
 
 def _chatml_messages_to_prompt(messages) -> str:
     """llama-index ChatMessages to a ChatML prompt ending at the assistant's turn."""
-    out = []
-    for m in messages:
-        role = getattr(m.role, "value", str(m.role))
-        role = role if role in ("system", "user", "assistant") else "user"
-        out.append(f"<|im_start|>{role}\n{_defuse(m.content or '')}<|im_end|>\n")
-    out.append("<|im_start|>assistant\n")
-    return "".join(out)
+    return chatml([(getattr(m.role, "value", str(m.role)), m.content or "") for m in messages])
 
 
 @functools.cache
