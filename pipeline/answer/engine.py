@@ -402,29 +402,22 @@ def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tu
     answers` reports) judge the model's citations. The policy then moves a citation to
     the source that supports its sentence (supported_by_other, or uncited with such a
     source) and, under "strip", drops what stays unsupported: the figures printed under
-    an answer describe the citations the user reads. A refusal cites nothing: None.
-    Same definitions as the checker: recall is the share of sentences their citations
-    support, precision the share of citations needed and supporting (0 with none).
+    an answer describe the citations the user reads, by the checker's own definitions
+    (`CheckedAnswer.of`). A refusal cites nothing: None.
     """
+    from pipeline.check.verdicts import CheckedAnswer
+
     if refused:
         return None, None
-    supported = citations = good = sentences = 0
+    shown = []
     for v in checked.verdicts:
-        if v.label == "supported":
-            ok, n_cited, n_good = True, len(v.cited), len(v.fixed_citations)
-        elif v.fixed_citations:  # supported_by_other, or uncited: the policy put the right [n]
-            ok, n_cited, n_good = True, len(v.fixed_citations), len(v.fixed_citations)
-        elif policy == "strip":
+        if v.label != "supported" and v.fixed_citations:
+            v = replace(v, label="supported", cited=v.fixed_citations)  # now cites its support
+        elif v.label != "supported" and policy == "strip":
             continue  # removed from the answer
-        else:  # marked 〔資料で未確認〕 / 〔出典なし〕, citations as written
-            ok, n_cited, n_good = False, len(v.cited), 0
-        sentences += 1
-        supported += ok
-        citations += n_cited
-        good += n_good
-    if not sentences:
-        return 1.0, 1.0  # nothing claimed, as the checker counts an answer without claims
-    return round(supported / sentences, 4), round(good / citations, 4) if citations else 0.0
+        shown.append(v)
+    figures = CheckedAnswer.of(shown)
+    return round(figures.citation_recall, 4), round(figures.citation_precision, 4)
 
 
 def _confidence(retrieval: "Retrieval") -> float:
