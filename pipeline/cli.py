@@ -15,6 +15,7 @@ from typing import List, Optional
 
 import typer
 
+from pipeline.documents import display_path as _display_path
 from pipeline.errors import RagError
 
 app = typer.Typer(
@@ -34,14 +35,6 @@ def _settings(index: Optional[Path] = None):
     from pipeline.settings import load_settings
 
     return load_settings(index_dir=str(index) if index else None)
-
-
-def _display_path(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
 
 
 def _echo_json(obj) -> None:
@@ -185,20 +178,7 @@ def search(
         raise typer.BadParameter("bm25 | dense | hybrid のどれかを指定してください", param_hint="--retriever")
     hits = run_search(open_index(settings), question, k=k, retriever=retriever)
     if as_json:
-        _echo_json(
-            [
-                {
-                    "rank": i + 1,
-                    "path": _display_path(h.chunk.path),
-                    "lines": [h.chunk.line_start, h.chunk.line_end],
-                    "start": h.chunk.start,
-                    "end": h.chunk.end,
-                    "score": round(h.score, 6),
-                    "text": h.chunk.text,
-                }
-                for i, h in enumerate(hits)
-            ]
-        )
+        _echo_json([{"rank": i, **h.to_dict()} for i, h in enumerate(hits, 1)])
         return
     if not hits:
         typer.echo("該当するチャンクがありません。")
@@ -221,7 +201,6 @@ def ask(
 
     例: rag ask "Ollamaの既定のポート番号は？" --index indexes/demo --explain
     """
-    from pipeline.answer.engine import answer_to_dict
     from pipeline.api import answerer_for
 
     if mode not in ("auto", "retrieve", "long-context"):
@@ -231,7 +210,7 @@ def ask(
     settings = _settings(index)
     answerer = answerer_for(settings, backend=backend)
     answer = answerer.ask(question, mode=mode, policy=policy)
-    data = answer_to_dict(answer)
+    data = answer.to_dict()
     if as_json:
         _echo_json(data)
         return

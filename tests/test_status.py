@@ -14,7 +14,11 @@ from pipeline.index.manifest import Manifest
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.status import index_status
 from pipeline.ingest.sync import Ingestor
+from pipeline.tokens import ANSWER_TEMPLATE_TOKENS, QUESTION_TOKENS
 from tests.conftest import REPO, hash_settings
+
+# The answer prompt around the sources, as `rag status` reserves it (no LLM tokenizer there).
+PROMPT = ANSWER_TEMPLATE_TOKENS + QUESTION_TOKENS
 
 
 def ingest(settings, *paths):
@@ -91,13 +95,13 @@ def test_fits_long_context_follows_the_window_of_the_configured_backend(tmp_path
     assert small["fits_long_context"] is True
     assert 0 < small["llm_tokens_estimated"] < 1000
     assert small["long_context_window"] == 32768
-    # A window whose usable part (window - 400 - answer_tokens) is smaller than the corpus.
-    tight = hash_settings(index_dir, llm_context=small["llm_tokens_estimated"] + 400 + 256 - 1)
+    # A window whose usable part (window - prompt - answer_tokens) is smaller than the corpus.
+    tight = hash_settings(index_dir, llm_context=small["llm_tokens_estimated"] + PROMPT + 256 - 1)
     assert index_status(tight)["fits_long_context"] is False
-    exact = hash_settings(index_dir, llm_context=small["llm_tokens_estimated"] + 400 + 256)
+    exact = hash_settings(index_dir, llm_context=small["llm_tokens_estimated"] + PROMPT + 256)
     assert index_status(exact)["fits_long_context"] is True
     # Another backend is judged by its own window.
-    window = small["llm_tokens_estimated"] + 400 + 256 - 1
+    window = small["llm_tokens_estimated"] + PROMPT + 256 - 1
     api = hash_settings(index_dir, llm_backend="openai", openai_context_window=window)
     assert index_status(api)["long_context_window"] == window
     assert index_status(api)["fits_long_context"] is False
@@ -115,7 +119,7 @@ def test_a_bigger_corpus_stops_fitting_the_window(tmp_path, notes):
     ingest(settings, notes)
     status = index_status(settings)
     assert status["documents"] == 9
-    assert status["llm_tokens_estimated"] > 4000 - 400 - 256
+    assert status["llm_tokens_estimated"] > 4000 - PROMPT - 256
     assert status["fits_long_context"] is False
 
 

@@ -61,14 +61,16 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     chars = sum(d.chars for d in manifest.documents.values())
     embed_tokens = sum(d.tokens for d in manifest.documents.values())
     # The LLM's tokenizer is not loaded here: estimate from characters (marked as such).
-    from pipeline.tokens import estimate_tokens
+    from pipeline.tokens import ANSWER_TEMPLATE_TOKENS, QUESTION_TOKENS, estimate_tokens, usable_window
 
     llm_tokens_est = 0
     if manifest.snapshot:
         with (index_dir / manifest.snapshot / "documents.jsonl").open(encoding="utf-8") as f:
             llm_tokens_est = sum(estimate_tokens(json.loads(line)["text"]) for line in f if line.strip())
     window = settings.llm_context if settings.llm_backend == "embedded" else settings.openai_context_window
-    usable = window - 400 - settings.answer_tokens
+    usable = usable_window(
+        window, prompt_tokens=ANSWER_TEMPLATE_TOKENS + QUESTION_TOKENS, answer_tokens=settings.answer_tokens
+    )
     formats: dict[str, int] = {}
     encodings: dict[str, int] = {}
     for d in manifest.documents.values():
