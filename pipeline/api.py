@@ -4,6 +4,7 @@
     api.ingest(["corpora/demo"], index="indexes/demo")
     api.search("Ollamaの既定のポートは？", index="indexes/demo")
     answer = api.ask("Ollamaの既定のポートは？", index="indexes/demo")
+    engine = api.as_query_engine(index="indexes/demo")   # a llama-index query engine
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pipeline.answer.engine import Answer, Answerer
+    from pipeline.answer.query_engine import RagQueryEngine
     from pipeline.documents import ScoredChunk
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.ingest.sync import IngestSummary
@@ -57,6 +59,16 @@ def ask(question: str, mode: str = "auto", backend: str | None = None, policy: s
         index: str | Path | None = None, settings: Settings | None = None) -> "Answer":
     settings = settings or settings_for(index)
     return answerer_for(settings, backend).ask(question, mode=mode, policy=policy)
+
+
+def as_query_engine(index: str | Path | None = None, backend: str | None = None, mode: str = "auto",
+                    policy: str | None = None, settings: Settings | None = None) -> "RagQueryEngine":
+    """`ask` as a llama-index query engine: `.query(q)` gives a `Response` whose metadata
+    holds the route and the checker's verdicts (`pipeline.answer.query_engine`)."""
+    from pipeline.answer.query_engine import RagQueryEngine
+
+    settings = settings or settings_for(index)
+    return RagQueryEngine(answerer_for(settings, backend), mode=mode, policy=policy)
 
 
 def status(index: str | Path | None = None, settings: Settings | None = None) -> dict:

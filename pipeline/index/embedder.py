@@ -2,15 +2,18 @@
 
 `Embedder` is the small interface the rest of the pipeline uses; `HashEmbedder`
 is a deterministic model-free stand-in for plumbing tests (like httpx's MockTransport).
+`as_llama_index_embedding(embedder)` puts any of them behind llama-index's
+`BaseEmbedding`, prefixes included, for `VectorStoreIndex` and `IngestionPipeline`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
@@ -18,6 +21,8 @@ from pipeline.errors import ModelUnavailable
 from pipeline.settings import EMBEDDED_EMBED_MODEL
 
 if TYPE_CHECKING:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
     from pipeline.settings import Settings
 
 
@@ -144,3 +149,57 @@ def load_embedder(settings: "Settings") -> Embedder:
     return SentenceTransformerEmbedder(settings)
 
 
+# --------------------------------------------------------------------------
+# llama-index adapter
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def _embedding_adapter_class():
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.bridge.pydantic import PrivateAttr
+
+    class EmbedderEmbedding(BaseEmbedding):
+        """A `pipeline.index.embedder` Embedder behind llama-index's embedding interface."""
+
+        _embedder: Any = PrivateAttr()
+
+        def __init__(self, embedder: Embedder, **kwargs: Any) -> None:
+            kwargs.setdefault("model_name", embedder.name)
+            super().__init__(**kwargs)
+            self._embedder = embedder
+
+        @classmethod
+        def class_name(cls) -> str:
+            return "rag_embedder"
+
+        @property
+        def embedder(self) -> Embedder:
+            return self._embedder
+
+        # The embedder adds e5's "query: " / "passage: " prefixes itself.
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return self._embedder.embed_query(query).tolist()
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return self._get_query_embedding(query)
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return self._embedder.embed_passages([text])[0].tolist()
+
+        def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return self._embedder.embed_passages(texts).tolist()
+
+    return EmbedderEmbedding
+
+
+def as_llama_index_embedding(embedder: Embedder, **kwargs: Any) -> "BaseEmbedding":
+    """`embedder` as a llama-index `BaseEmbedding`: queries through `embed_query`, node
+    texts through `embed_passages`, so the vectors are the ones `rag ingest` stores.
+
+        embed_model = as_llama_index_embedding(index.embedder)
+        VectorStoreIndex.from_vector_store(store.vector_store, embed_model=embed_model)
+
+    `kwargs` go to `BaseEmbedding` (e.g. `embed_batch_size`).
+    """
+    return _embedding_adapter_class()(embedder, **kwargs)

@@ -1,7 +1,8 @@
 """Japanese chunker: whole sentences packed up to a token budget.
 
-A llama-index `NodeParser` (only `_parse_nodes` is ours), plus `chunk_document`
-for the pipeline's own `Document`. Every chunk is a verbatim slice of the source
+A llama-index `NodeParser` (`_parse_nodes` is ours; the base class's offset
+re-finding is undone, see `_postprocess_parsed_nodes`), plus `chunk_document` for
+the pipeline's own `Document`. Every chunk is a verbatim slice of the source
 text, in document order, so offsets and line numbers point back into the file.
 A sentence is cut only when it alone exceeds the budget, and then at a morpheme
 boundary.
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from dataclasses import replace
+from pathlib import PurePath
 from typing import Any, Callable, Sequence
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.node_parser import NodeParser
-from llama_index.core.schema import BaseNode
+from llama_index.core.node_parser.node_utils import default_id_func
+from llama_index.core.schema import BaseNode, MetadataMode, NodeRelationship, TextNode
 
 from pipeline.documents import Chunk, Document, embed_header
 from pipeline.nodes import chunk_to_node
@@ -200,21 +204,60 @@ class JapaneseChunker(NodeParser):
     def _parse_nodes(
         self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
     ) -> list[BaseNode]:
+        """Chunks of each node's text, as `TextNode`s made by `chunk_to_node`.
+
+        The path is the node's `file_path` (or `path`) metadata, and the IDs are
+        `chunk_id(path, sha256(text), start, end)`, so the same text chunks to the same
+        IDs in every run, as `rag ingest` does. A caller's own `id_func` wins when given.
+        Each node points back at its source node: the base class then merges the
+        source's metadata (ours win) and links prev/next.
+        """
         out: list[BaseNode] = []
         for node in nodes:
-            text = node.get_content()
-            path = node.metadata.get("file_path") or node.metadata.get("path") or node.node_id
+            text = node.get_content(metadata_mode=MetadataMode.NONE)
+            meta = node.metadata
+            path = str(meta.get("file_path") or meta.get("path") or "")
             doc = Document(
-                path=str(path),
+                path=path,
                 text=text,
-                title=str(node.metadata.get("title", "")),
+                title=str(meta.get("title") or (PurePath(path).stem if path else "")),
                 format="text",
                 encoding="utf-8",
                 mtime=0.0,
                 content_hash=hashlib.sha256(text.encode()).hexdigest(),
             )
-            for chunk in self.chunk_document(doc):
+            source = node.as_related_node_info()
+            for i, chunk in enumerate(self.chunk_document(doc)):
+                if self.id_func is not default_id_func:
+                    chunk = replace(chunk, id=self.id_func(i, node))
                 tn = chunk_to_node(chunk)
-                tn.relationships = {k: v for k, v in tn.relationships.items()}
+                tn.relationships[NodeRelationship.SOURCE] = source
+                # The source's own bookkeeping (a reader's file_path, dates) stays out too.
+                tn.excluded_embed_metadata_keys = _union(
+                    tn.excluded_embed_metadata_keys, node.excluded_embed_metadata_keys
+                )
+                tn.excluded_llm_metadata_keys = _union(
+                    tn.excluded_llm_metadata_keys, node.excluded_llm_metadata_keys
+                )
+                if isinstance(node, TextNode):
+                    tn.metadata_separator = node.metadata_separator
+                    tn.metadata_template = node.metadata_template
+                    tn.text_template = node.text_template
                 out.append(tn)
         return out
+
+    def _postprocess_parsed_nodes(
+        self, nodes: list[BaseNode], parent_doc_map: dict[str, Any]
+    ) -> list[BaseNode]:
+        nodes = super()._postprocess_parsed_nodes(nodes, parent_doc_map)
+        # The base class re-finds each node's text with str.find from just after the
+        # previous node's start, which lands on an earlier copy when text repeats (a
+        # line written twice, a rule of "----"); our offsets are exact.
+        for n in nodes:
+            if isinstance(n, TextNode):
+                n.start_char_idx, n.end_char_idx = n.metadata["start"], n.metadata["end"]
+        return nodes
+
+
+def _union(keys: list[str], more: list[str]) -> list[str]:
+    return [*keys, *(k for k in more if k not in keys)]
