@@ -19,6 +19,10 @@ What a llama-index user gets out of the box on Japanese documents:
 
 Each retriever returns its top 50 nodes; documents rank at their best node; the metrics are
 `pipeline.evaluation.metrics`, as in `rag eval retrieval`.
+
+`HuggingFaceEmbedding` comes from llama-index-embeddings-huggingface, which `rag` itself
+does not use: it is the `bench` extra (`pip install -e '.[bench]'`), and requirements.lock
+pins it, so `make setup` installs it.
 """
 
 from __future__ import annotations
