@@ -1,7 +1,8 @@
 """Answering: route, pack, ask the LLM, check every cited sentence.
 
-`Answerer.ask(question)` is what `rag ask` and the notebooks call; `as_query_engine`
-exposes it as a llama-index `CustomQueryEngine`. A question is retrieved for once (one
+`Answerer.ask(question)` is what `rag ask` and the notebooks call;
+`pipeline.answer.query_engine.RagQueryEngine` (`api.as_query_engine`) exposes it as a
+llama-index query engine. A question is retrieved for once (one
 embedding, one BM25 tokenization), and its `Answer` is built once, from the checked
 answer as the user will read it.
 """
@@ -37,15 +38,14 @@ from pipeline.documents import display_path
 
 if TYPE_CHECKING:
     from pipeline.answer.backends.base import LLMBackend
-    from pipeline.answer.checker import CheckedAnswer, CitationChecker
+    from pipeline.check import CheckedAnswer, CitationChecker
+    from pipeline.check.policy import Policy
     from pipeline.documents import Chunk, Source
     from pipeline.index.search import Retrieval
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
 
 ModeChoice = Literal["auto", "retrieve", "long-context"]
-Policy = Literal["annotate", "strip", "refuse"]
-REFUSAL = "資料では裏付けられません"
 ANSWER_AFTER_EVIDENCE_TOKENS = 128  # an answer is a sentence or two; the quote already took its share
 # The retrievers' agreement (the router's retrieval confidence) is judged on their top 5,
 # the default `top_k`: deeper lists of a small corpus overlap whatever the question.
@@ -164,14 +164,14 @@ class Answerer:
     ) -> "Answerer":
         """An Answerer over the settings' index, with the chosen backend and the citation checker."""
         from pipeline.answer.backends import load_backend
-        from pipeline.answer.checker import CitationChecker
+        from pipeline.check import CitationChecker
         from pipeline.index.snapshot import open_index
 
         snapshot = index or open_index(settings)
         llm = load_backend(settings, backend)
         judge = None
         if settings.citation_llm_judge and getattr(llm, "prob_yes", None) is not None and llm.info.generative:
-            from pipeline.answer.checker import llm_judge
+            from pipeline.answer.judge import llm_judge
 
             judge = llm_judge(llm)
         checker = CitationChecker(settings, embedder=snapshot.embedder, judge=judge)
@@ -378,7 +378,7 @@ class Answerer:
         shown, refused = draft.text, False
         recall = precision = None
         if self.checker is not None and draft.text and not says_unknown(draft.text):
-            from pipeline.answer.checker import apply_policy
+            from pipeline.check import apply_policy
 
             checked = self.checker.check(draft.text, list(draft.sources))
             shown, refused = apply_policy(checked, draft.text, policy, self.settings.refuse_below)
@@ -431,15 +431,3 @@ def _confidence(retrieval: "Retrieval") -> float:
     overlap = len(set(d) & set(s)) / len(set(d) | set(s))
     return round(0.5 * top1 + 0.5 * overlap, 3)
 
-
-def as_query_engine(answerer: Answerer):
-    """The answerer as a llama-index `CustomQueryEngine`."""
-    from llama_index.core.query_engine import CustomQueryEngine
-    from llama_index.core.response import Response
-
-    class RagQueryEngine(CustomQueryEngine):
-        def custom_query(self, query_str: str):
-            a = answerer.ask(query_str)
-            return Response(response=a.answer, metadata=a.to_dict())
-
-    return RagQueryEngine()
