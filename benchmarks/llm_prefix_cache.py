@@ -75,12 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None, help="default: a temporary directory")
     args = parser.parse_args(argv)
 
-    from types import SimpleNamespace
-
     from pipeline.answer.backends.llama_cpp import EmbeddedBackend
-    from pipeline.settings import default_cache_dir
+    from pipeline.settings import Settings, default_cache_dir
 
-    settings = SimpleNamespace(cache_dir=default_cache_dir(), llm_context=args.n_ctx, llm_threads=args.threads)
+    settings = Settings(
+        cache_dir=default_cache_dir(), llm_context=args.n_ctx, llm_threads=args.threads,
+        llm_model_path=None, llm_flash_attn=False,
+    )
     backend = EmbeddedBackend(settings)
     docs = demo_documents() if args.source == "demo" else jsquad_documents()
     corpus, corpus_tokens = packed_corpus(docs, backend.count_tokens, args.target_tokens)

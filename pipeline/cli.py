@@ -18,13 +18,17 @@ import typer
 from pipeline.documents import display_path as _display_path
 from pipeline.errors import RagError
 
+# pretty_exceptions_enable=False: rich never prints a traceback; main() handles every error.
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="日本語ノートのための RAG: 取り込み (ingest)、検索 (search)、質問 (ask)。",
 )
 
-eval_app = typer.Typer(no_args_is_help=True, help="評価: retrieval / answers / citations。")
+eval_app = typer.Typer(
+    no_args_is_help=True, pretty_exceptions_enable=False, help="評価: retrieval / answers / citations。"
+)
 app.add_typer(eval_app, name="eval")
 
 IndexOpt = typer.Option(None, "--index", help="インデックスのフォルダ (既定: indexes/default)。")
@@ -439,23 +443,86 @@ def eval_retrieval(
         typer.echo(f"  読めなかった文書: {s['doc_id']}: {s['reason']}", err=True)
 
 
-def main() -> None:
-    """Entry point: library errors become their exit code and a message, once."""
+@app.command()
+def config(index: Optional[Path] = IndexOpt, as_json: bool = JsonOpt):
+    """実際に使われる設定と、それぞれの出どころ (既定値 / rag.toml / 環境変数 / コマンドライン) を表示する。
+
+    1 行に 1 つ「キー = 値  # 出どころ」の形で。設定の誤り (未知のキー、使えない値) は終了コード 2 で報告する。
+
+    例: rag config
+    例: RAG_TOP_K=8 rag config --index indexes/demo --json
+    """
+    from pipeline.settings import describe_settings
+
+    values = describe_settings(index_dir=str(index) if index else None)
+    if as_json:
+        _echo_json([v.to_dict() for v in values])
+        return
+    width = max(len(v.key) for v in values)
+    for v in values:
+        shown = "未設定" if v.value is None else json.dumps(v.value, ensure_ascii=False)
+        typer.echo(f"{v.key:<{width}} = {shown}  # {v.source}")
+
+
+MAX_CRASH_LOGS = 20  # older crash logs are deleted
+
+
+def _crash_log(err: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to `<cache_dir>/logs/` (a temp folder
+    when that cannot be written); the path, or None when nothing could be written."""
+    import tempfile
+    import traceback
+
+    from pipeline.settings import default_cache_dir, load_settings
+
     try:
-        app(standalone_mode=False)
+        logs = load_settings().cache_dir / "logs"
+    except Exception:  # noqa: BLE001 - the settings may be what failed
+        logs = default_cache_dir() / "logs"
+    text = (
+        time.strftime("%Y-%m-%dT%H:%M:%S%z") + f" rag: {' '.join(sys.argv[1:])}\n"
+        f"python {sys.version.split()[0]}, cwd {os.getcwd()}\n\n"
+        + "".join(traceback.format_exception(err))
+    )
+    name = time.strftime("rag-%Y%m%d-%H%M%S") + f"-{os.getpid()}.log"
+    for folder in (logs, Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text, encoding="utf-8")
+        except OSError:
+            continue
+        for old in sorted(folder.glob("rag-*.log"))[:-MAX_CRASH_LOGS]:
+            old.unlink(missing_ok=True)
+        return folder / name
+    return None
+
+
+def main() -> None:
+    """Entry point, the one wrapper: a library error becomes its message and exit code;
+    any other error one line naming a log file that holds the traceback (exit 1)."""
+    try:
+        code = app(standalone_mode=False)  # typer turns Ctrl-C into 130 and returns it
     except RagError as err:
         typer.echo(f"エラー: {err}", err=True)
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
+        code = 130
+    except typer.TyperException as err:  # usage errors (typer's own click) carry their exit code
+        err.show() if hasattr(err, "show") else typer.echo(f"エラー: {err}", err=True)
+        sys.exit(err.exit_code)
+    except BrokenPipeError:  # `rag search … | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as err:
+        log = _crash_log(err)
+        detail = " ".join(str(err).split())[:300]
+        where = f"詳細: {log}" if log else "詳細をログに書けませんでした"
+        typer.echo(f"予期しないエラーが起きました: {type(err).__name__}: {detail}。{where}", err=True)
+        sys.exit(1)
+    if code == 130:
         typer.echo("中断しました。", err=True)
-        sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,18 @@ def hash_settings(index_dir: Path, **kw):
 
 
 @pytest.fixture
+def no_user_config(tmp_path, monkeypatch):
+    """Settings from the test's own values and the defaults: the working directory is
+    `tmp_path` (no rag.toml) and the developer's RAG_* variables are gone (RAG_CACHE_DIR
+    stays: it says where the prepared models are)."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.upper().startswith("RAG_") and name.upper() != "RAG_CACHE_DIR":
+            monkeypatch.delenv(name)
+    return tmp_path
+
+
+@pytest.fixture
 def fresh_index(tmp_path):
     """An empty index directory and settings pointing at it."""
     index_dir = tmp_path / "index"

@@ -11,8 +11,6 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
-
 import pytest
 
 from pipeline.answer import backends
@@ -30,6 +28,9 @@ from pipeline.answer.backends import (
 from pipeline.answer.backends.ollama import OllamaBackend
 from pipeline.answer.backends.openai_compat import OpenAICompatBackend
 from pipeline.errors import BackendUnavailable, ConfigError
+from pipeline.settings import Settings, load_settings
+
+pytestmark = pytest.mark.usefixtures("no_user_config")
 
 REPO = Path(__file__).resolve().parents[1]
 EVALDATA = REPO.parent / "shared" / "evaldata"
@@ -118,8 +119,8 @@ def chat_response(text: str, prompt_tokens=57, completion_tokens=9, cached=0) ->
     }
 
 
-def settings(**kw) -> SimpleNamespace:
-    return SimpleNamespace(**kw)
+def settings(**kw) -> Settings:
+    return Settings(**kw)
 
 
 # --------------------------------------------------------------------------
@@ -250,9 +251,10 @@ def test_openai_prob_yes_without_logprobs_is_not_implemented():
             backend.prob_yes("支持しますか?")
 
 
-def test_openai_bad_endpoint_setting_is_a_config_error():
-    with pytest.raises(ConfigError, match="openai_endpoint"):
-        OpenAICompatBackend(settings(openai_endpoint="responses"))
+def test_openai_bad_endpoint_setting_is_a_config_error_naming_the_allowed_ones():
+    with pytest.raises(ConfigError, match="openai_endpoint") as err:
+        load_settings(openai_endpoint="responses")
+    assert "chat, completions" in str(err.value)
 
 
 # --------------------------------------------------------------------------

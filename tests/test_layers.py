@@ -28,8 +28,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("documents", "settings", "errors"),
 ]
 RANK = {unit: len(LAYERS) - i for i, units in enumerate(LAYERS) for unit in units}
-# Same-layer pairs that are allowed (importer, imported): none today.
-SIBLINGS_ALLOWED: set[tuple[str, str]] = set()
+# Same-layer pairs that are allowed (importer, imported). settings raises ConfigError
+# for a bad rag.toml; errors imports nothing.
+SIBLINGS_ALLOWED: set[tuple[str, str]] = {("settings", "errors")}
 
 
 def unit_of(module: str) -> str | None:

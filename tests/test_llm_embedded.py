@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from types import SimpleNamespace
-
 import pytest
 
 from pipeline.answer.backends import format_chat
+from pipeline.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -18,8 +17,11 @@ DEMO = REPO / "corpora" / "demo"
 JAPANESE = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
 
 
-def _settings(cache_dir: Path) -> SimpleNamespace:
-    return SimpleNamespace(cache_dir=cache_dir, llm_context=2048, llm_threads=2)
+def _settings(cache_dir: Path, llm_context: int = 2048) -> Settings:
+    """Every setting the embedded backend reads, given here (not from rag.toml or RAG_*)."""
+    return Settings(
+        cache_dir=cache_dir, llm_context=llm_context, llm_threads=2, llm_model_path=None, llm_flash_attn=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_prepared_prefix_is_not_read_again(backend, cache_dir, tmp_path):
 
     # Another process (here: another instance, with a different n_ctx) finds the saved
     # state and only registers it.
-    other = EmbeddedBackend(SimpleNamespace(cache_dir=cache_dir, llm_context=1536, llm_threads=2))
+    other = EmbeddedBackend(_settings(cache_dir, llm_context=1536))
     try:
         again = other.prepare_prefix(prefix, "demo", tmp_path)
         assert again.seconds_to_build is None
@@ -147,7 +149,7 @@ def test_unusable_state_file_is_dropped_and_the_prompt_read_in_full(backend, tmp
 def test_measure_speed_reports_measured_speeds_in_info(cache_dir, tmp_path):
     from pipeline.answer.backends.llama_cpp import EmbeddedBackend
 
-    b = EmbeddedBackend(SimpleNamespace(cache_dir=tmp_path, llm_context=1024, llm_threads=2),
+    b = EmbeddedBackend(_settings(tmp_path, llm_context=1024),
                         model_path=cache_dir / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
     try:
         assert not b.info.speed_measured
@@ -155,7 +157,7 @@ def test_measure_speed_reports_measured_speeds_in_info(cache_dir, tmp_path):
         print(f"\n{speed}")
         assert b.info.speed_measured and b.info.prompt_tokens_per_s == speed["prompt_tokens_per_s"] > 0
         assert EmbeddedBackend(
-            SimpleNamespace(cache_dir=tmp_path, llm_context=1024, llm_threads=2), model_path=b.model_path
+            _settings(tmp_path, llm_context=1024), model_path=b.model_path
         ).info.speed_measured  # read back from cache_dir
     finally:
         b.close()

@@ -102,10 +102,10 @@ def test_fits_long_context_follows_the_window_of_the_configured_backend(tmp_path
     assert index_status(exact)["fits_long_context"] is True
     # Another backend is judged by its own window.
     window = small["llm_tokens_estimated"] + PROMPT + 256 - 1
-    api = hash_settings(index_dir, llm_backend="openai", openai_context_window=window)
+    api = hash_settings(index_dir, llm_backend="openai", openai_context=window)
     assert index_status(api)["long_context_window"] == window
     assert index_status(api)["fits_long_context"] is False
-    roomy = hash_settings(index_dir, llm_backend="openai", llm_context=1000, openai_context_window=window + 1)
+    roomy = hash_settings(index_dir, llm_backend="openai", llm_context=1000, openai_context=window + 1)
     assert index_status(roomy)["fits_long_context"] is True
 
 

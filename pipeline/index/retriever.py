@@ -50,7 +50,7 @@ class Reranker(Protocol):
 
 def load_reranker(settings: "Settings") -> Reranker | None:
     """The reranker named by the setting `reranker` ("module:factory"), or None when unset."""
-    spec = getattr(settings, "reranker", None)
+    spec = settings.reranker
     if not spec:
         return None
     module, _, attr = str(spec).partition(":")
@@ -107,9 +107,9 @@ class HybridRetriever(BaseRetriever):
         kw = dict(
             top_k=settings.top_k,
             mode=settings.retriever,
-            fusion=getattr(settings, "fusion", None),
+            fusion=settings.fusion,
             reranker=load_reranker(settings),
-            rerank_candidates=getattr(settings, "reranker_candidates", DEFAULT_RERANK_CANDIDATES),
+            rerank_candidates=settings.reranker_candidates,
         )
         kw.update(overrides)
         return cls(index or open_index(settings), **kw)

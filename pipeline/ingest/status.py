@@ -67,7 +67,9 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     if manifest.snapshot:
         with (index_dir / manifest.snapshot / "documents.jsonl").open(encoding="utf-8") as f:
             llm_tokens_est = sum(estimate_tokens(json.loads(line)["text"]) for line in f if line.strip())
-    window = settings.llm_context if settings.llm_backend == "embedded" else settings.openai_context_window
+    window = {"ollama": settings.ollama_context, "openai": settings.openai_context}.get(
+        settings.llm_backend, settings.llm_context
+    )
     usable = usable_window(
         window, prompt_tokens=ANSWER_TEMPLATE_TOKENS + QUESTION_TOKENS, answer_tokens=settings.answer_tokens
     )

@@ -202,7 +202,7 @@ class Ingestor:
         docs: dict[str, DocEntry] = dict(old.documents)
         todo: list[tuple[Path, os.stat_result]] = []
         seen: set[str] = set()
-        max_mb = getattr(self.settings, "max_file_mb", DEFAULT_MAX_FILE_MB)
+        max_mb = self.settings.max_file_mb
         for f in found.files:
             key = str(f)
             seen.add(key)

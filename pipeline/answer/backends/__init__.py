@@ -12,7 +12,7 @@ server raises `BackendUnavailable` at the first call.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.answer.backends.base import (
     BackendInfo,
@@ -25,6 +25,9 @@ from pipeline.answer.backends.base import (
     parse_chat,
 )
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 __all__ = [
     "BACKENDS",
@@ -40,12 +43,16 @@ __all__ = [
 ]
 
 BACKENDS = ("embedded", "ollama", "openai", "extractive")
-DEFAULT_BACKEND = "embedded"
 
 
-def load_backend(settings: Any, name: str | None = None) -> LLMBackend:
-    """The backend `name` (default: `settings.llm_backend`, else "embedded")."""
-    name = name or getattr(settings, "llm_backend", None) or DEFAULT_BACKEND
+def load_backend(settings: "Settings | None", name: str | None = None) -> LLMBackend:
+    """The backend `name` (default: `settings.llm_backend`). `settings` None: loaded
+    from rag.toml and the environment."""
+    if settings is None:
+        from pipeline.settings import load_settings
+
+        settings = load_settings()
+    name = name or settings.llm_backend
     if name == "embedded":
         from pipeline.answer.backends.llama_cpp import EmbeddedBackend
 

@@ -5,15 +5,15 @@ short connect timeout, and every transport or HTTP failure turned into
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import httpx
 
 from pipeline.errors import BackendUnavailable
 
-DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_CONNECT_TIMEOUT_S = 2.0
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 
 def is_loopback(url: str) -> bool:
@@ -26,15 +26,13 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-def make_client(settings: Any, base_url: str, headers: dict[str, str] | None = None) -> httpx.Client:
+def make_client(settings: "Settings", base_url: str, headers: dict[str, str] | None = None) -> httpx.Client:
     """A client for `base_url`: read timeout `llm_timeout_s`, connect timeout
     `llm_connect_timeout_s`. Proxies from the environment are ignored for loopback URLs."""
-    timeout = float(getattr(settings, "llm_timeout_s", None) or DEFAULT_TIMEOUT_S)
-    connect = float(getattr(settings, "llm_connect_timeout_s", None) or DEFAULT_CONNECT_TIMEOUT_S)
     return httpx.Client(
         base_url=base_url,
         headers=headers or {},
-        timeout=httpx.Timeout(timeout, connect=connect),
+        timeout=httpx.Timeout(settings.llm_timeout_s, connect=settings.llm_connect_timeout_s),
         trust_env=not is_loopback(base_url),
     )
 

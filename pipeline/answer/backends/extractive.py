@@ -10,9 +10,12 @@ it by construction.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from pipeline.answer.backends.base import BackendInfo, Completion, estimate_tokens
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 __all__ = ["EXTRACTIVE_LABEL", "ExtractiveBackend", "extractive_answer"]
 
@@ -76,11 +79,16 @@ class ExtractiveBackend:
 
     name = "extractive"
 
-    def __init__(self, settings: Any = None, analyzer: Any = None) -> None:
+    def __init__(self, settings: "Settings | None" = None, analyzer: Any = None) -> None:
+        """`settings` None: loaded from rag.toml and the environment (only `llm_context` is read)."""
+        if settings is None:
+            from pipeline.settings import load_settings
+
+            settings = load_settings()
         self._analyzer = analyzer
         self.info = BackendInfo(
             name=self.name,
-            context_window=int(getattr(settings, "llm_context", None) or 32768),
+            context_window=settings.llm_context,
             token_count_estimated=True,
             price_in_per_mtok=0.0,
             price_out_per_mtok=0.0,

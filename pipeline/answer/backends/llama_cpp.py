@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.answer.backends.base import (
     DEFAULT_GEN_TOKENS_PER_S,
@@ -43,10 +43,10 @@ from pipeline.errors import ConfigError, ModelUnavailable
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
+    from pipeline.settings import Settings
+
 __all__ = ["EmbeddedBackend", "PrefixState", "format_chat", "load_tokenizer", "prune_prefix_states"]
 
-DEFAULT_CONTEXT = 32768
-DEFAULT_THREADS = 2
 SPEED_FILE = "llm-speed.json"
 STATE_FORMAT = 1
 
@@ -125,9 +125,9 @@ class PrefixState:
 
 
 class EmbeddedBackend:
-    """llama.cpp in-process. Settings read (with defaults): `cache_dir`,
-    `llm_context` (32768), `llm_threads` (2), `llm_model_path` (None: the embedded
-    GGUF; any ChatML/Qwen-family GGUF works), `llm_flash_attn` (False).
+    """llama.cpp in-process. Settings read: `cache_dir`, `llm_context`, `llm_threads`,
+    `llm_model_path` (unset: the embedded GGUF; any ChatML/Qwen-family GGUF works),
+    `llm_flash_attn`; the keyword arguments override them.
 
     The model loads on first use; `count_tokens` before that uses a vocab-only load.
     One call at a time (a lock): a llama.cpp context is not thread-safe.
@@ -137,20 +137,23 @@ class EmbeddedBackend:
 
     def __init__(
         self,
-        settings: Any = None,
+        settings: "Settings | None" = None,
         *,
         n_ctx: int | None = None,
         n_threads: int | None = None,
         model_path: str | Path | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        from pipeline.settings import default_cache_dir
+        """`settings` None: loaded from rag.toml and the environment."""
+        if settings is None:
+            from pipeline.settings import load_settings
 
-        self.cache_dir = Path(cache_dir or getattr(settings, "cache_dir", None) or default_cache_dir())
-        self.n_ctx = int(n_ctx or getattr(settings, "llm_context", None) or DEFAULT_CONTEXT)
-        self.n_threads = int(n_threads or getattr(settings, "llm_threads", None) or DEFAULT_THREADS)
-        self.flash_attn = bool(getattr(settings, "llm_flash_attn", False))
-        self._model_path = model_path or getattr(settings, "llm_model_path", None)
+            settings = load_settings()
+        self.cache_dir = Path(cache_dir or settings.cache_dir)
+        self.n_ctx = int(n_ctx or settings.llm_context)
+        self.n_threads = int(n_threads or settings.llm_threads)
+        self.flash_attn = settings.llm_flash_attn
+        self._model_path = model_path or settings.llm_model_path
         self._custom_model = self._model_path is not None
         self._llm = None
         self._vocab = None

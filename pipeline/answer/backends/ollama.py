@@ -6,17 +6,17 @@ the model's own template; a plain prompt goes to ``/api/generate``
 and hand-built templates). Ollama keeps the KV state of the last prompt while the
 model stays loaded (`ollama_keep_alive`), so a stable prefix is read once.
 
-Settings read (with defaults): `ollama_url` (http://127.0.0.1:11434), `ollama_model`
-(qwen2.5:7b), `ollama_context` (8192, sent as ``num_ctx``), `ollama_raw` (False),
-`ollama_keep_alive` ("30m"), `llm_timeout_s` (120), `llm_connect_timeout_s` (2),
-`llm_prompt_tokens_per_s` / `llm_gen_tokens_per_s` (speeds until measured).
+Settings read: `ollama_url`, `ollama_model`, `ollama_context` (sent as ``num_ctx``),
+`ollama_raw`, `ollama_keep_alive`, `llm_timeout_s`, `llm_connect_timeout_s`,
+`llm_prompt_tokens_per_s` / `llm_gen_tokens_per_s` (speeds until measured; unset: the
+estimates below), `llm_prefix_cache`, `price_in_per_mtok` / `price_out_per_mtok`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.answer.backends._http import make_client, malformed, post_json, request_json
 from pipeline.answer.backends.base import (
@@ -28,11 +28,11 @@ from pipeline.answer.backends.base import (
     yes_share_from_logprobs,
 )
 
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
 __all__ = ["OllamaBackend"]
 
-DEFAULT_URL = "http://127.0.0.1:11434"
-DEFAULT_MODEL = "qwen2.5:7b"
-DEFAULT_CONTEXT = 8192
 # Until a response reports Ollama's own timings (then speed_measured=True).
 DEFAULT_PROMPT_TOKENS_PER_S = 300.0
 DEFAULT_GEN_TOKENS_PER_S = 20.0
@@ -41,12 +41,19 @@ DEFAULT_GEN_TOKENS_PER_S = 20.0
 class OllamaBackend:
     name = "ollama"
 
-    def __init__(self, settings: Any = None, *, url: str | None = None, model: str | None = None) -> None:
-        self.url = (url or getattr(settings, "ollama_url", None) or DEFAULT_URL).rstrip("/")
-        self.model = model or getattr(settings, "ollama_model", None) or DEFAULT_MODEL
-        self.num_ctx = int(getattr(settings, "ollama_context", None) or DEFAULT_CONTEXT)
-        self.raw = bool(getattr(settings, "ollama_raw", False))
-        self.keep_alive = getattr(settings, "ollama_keep_alive", None) or "30m"
+    def __init__(
+        self, settings: "Settings | None" = None, *, url: str | None = None, model: str | None = None
+    ) -> None:
+        """`settings` None: loaded from rag.toml and the environment."""
+        if settings is None:
+            from pipeline.settings import load_settings
+
+            settings = load_settings()
+        self.url = (url or settings.ollama_url).rstrip("/")
+        self.model = model or settings.ollama_model
+        self.num_ctx = settings.ollama_context
+        self.raw = settings.ollama_raw
+        self.keep_alive = settings.ollama_keep_alive
         self.client = make_client(settings, self.url)
         self.hint = (
             f"Ollama が起動しているか確かめてください (`ollama serve`、モデルは `ollama pull {self.model}`)。\n"
@@ -57,18 +64,16 @@ class OllamaBackend:
             404: f"モデル {self.model!r} が Ollama にありません: `ollama pull {self.model}` を実行するか、"
             "設定 ollama_model を変えてください。"
         }
-        prompt_speed = getattr(settings, "llm_prompt_tokens_per_s", None)
-        gen_speed = getattr(settings, "llm_gen_tokens_per_s", None)
         self.info = BackendInfo(
             name=self.name,
             context_window=self.num_ctx,
             token_count_estimated=True,
-            price_in_per_mtok=float(getattr(settings, "price_in_per_mtok", 0.0) or 0.0),
-            price_out_per_mtok=float(getattr(settings, "price_out_per_mtok", 0.0) or 0.0),
-            prompt_tokens_per_s=float(prompt_speed or DEFAULT_PROMPT_TOKENS_PER_S),
-            gen_tokens_per_s=float(gen_speed or DEFAULT_GEN_TOKENS_PER_S),
+            price_in_per_mtok=settings.price_in_per_mtok,
+            price_out_per_mtok=settings.price_out_per_mtok,
+            prompt_tokens_per_s=settings.llm_prompt_tokens_per_s or DEFAULT_PROMPT_TOKENS_PER_S,
+            gen_tokens_per_s=settings.llm_gen_tokens_per_s or DEFAULT_GEN_TOKENS_PER_S,
             speed_measured=False,
-            supports_prefix_cache=bool(getattr(settings, "llm_prefix_cache", True)),
+            supports_prefix_cache=settings.llm_prefix_cache,
             generative=True,
         )
 

@@ -7,19 +7,18 @@ Servers cache stable prompt prefixes themselves (vLLM prefix caching, OpenAI's
 automatic caching); ``usage.prompt_tokens_details.cached_tokens`` is reported as
 `Completion.cached_prompt_tokens`.
 
-Settings read (with defaults): `openai_base_url` (http://127.0.0.1:8000/v1),
-`openai_model` (None: the first model of ``GET /models``), `openai_api_key` (None:
-$OPENAI_API_KEY), `openai_endpoint` ("chat"), `openai_context` (32768),
-`price_in_per_mtok` / `price_out_per_mtok` (0.0), `llm_timeout_s` (120),
-`llm_connect_timeout_s` (2), `llm_prompt_tokens_per_s` / `llm_gen_tokens_per_s`,
-`llm_prefix_cache` (True).
+Settings read: `openai_base_url`, `openai_model` (unset: the first model of
+``GET /models``), `openai_api_key` (unset: $OPENAI_API_KEY), `openai_endpoint`,
+`openai_context`, `price_in_per_mtok` / `price_out_per_mtok`, `llm_timeout_s`,
+`llm_connect_timeout_s`, `llm_prompt_tokens_per_s` / `llm_gen_tokens_per_s` (unset: the
+estimates below), `llm_prefix_cache`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.answer.backends._http import make_client, malformed, post_json, request_json
 from pipeline.answer.backends.base import (
@@ -32,13 +31,14 @@ from pipeline.answer.backends.base import (
 )
 from pipeline.errors import BackendUnavailable, ConfigError
 
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
 __all__ = ["OpenAICompatBackend"]
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
-DEFAULT_CONTEXT = 32768
+# Until the router has better numbers (a server's speed is not measured here).
 DEFAULT_PROMPT_TOKENS_PER_S = 2000.0
 DEFAULT_GEN_TOKENS_PER_S = 50.0
-ENDPOINTS = ("chat", "completions")
 
 
 class OpenAICompatBackend:
@@ -46,20 +46,21 @@ class OpenAICompatBackend:
 
     def __init__(
         self,
-        settings: Any = None,
+        settings: "Settings | None" = None,
         *,
         base_url: str | None = None,
         model: str | None = None,
         api_key: str | None = None,
     ) -> None:
-        self.base_url = (base_url or getattr(settings, "openai_base_url", None) or DEFAULT_BASE_URL).rstrip("/")
-        self.model = model or getattr(settings, "openai_model", None)
-        self.endpoint = getattr(settings, "openai_endpoint", None) or "chat"
-        if self.endpoint not in ENDPOINTS:
-            raise ConfigError(
-                f"openai_endpoint={self.endpoint!r} は使えません: {', '.join(ENDPOINTS)} のどれかにしてください。"
-            )
-        key = api_key or getattr(settings, "openai_api_key", None) or os.environ.get("OPENAI_API_KEY")
+        """`settings` None: loaded from rag.toml and the environment."""
+        if settings is None:
+            from pipeline.settings import load_settings
+
+            settings = load_settings()
+        self.base_url = (base_url or settings.openai_base_url).rstrip("/")
+        self.model = model or settings.openai_model
+        self.endpoint = settings.openai_endpoint  # "chat" | "completions", checked by Settings
+        key = api_key or settings.openai_api_key or os.environ.get("OPENAI_API_KEY")
         if hasattr(key, "get_secret_value"):
             key = key.get_secret_value()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -75,18 +76,16 @@ class OpenAICompatBackend:
             404: f"URL かモデル名が違います: openai_base_url={self.base_url}、openai_model={self.model!r}。",
             429: "利用上限に達しました (rate limit)。時間をおいて再実行してください。",
         }
-        prompt_speed = getattr(settings, "llm_prompt_tokens_per_s", None)
-        gen_speed = getattr(settings, "llm_gen_tokens_per_s", None)
         self.info = BackendInfo(
             name=self.name,
-            context_window=int(getattr(settings, "openai_context", None) or DEFAULT_CONTEXT),
+            context_window=settings.openai_context,
             token_count_estimated=True,
-            price_in_per_mtok=float(getattr(settings, "price_in_per_mtok", 0.0) or 0.0),
-            price_out_per_mtok=float(getattr(settings, "price_out_per_mtok", 0.0) or 0.0),
-            prompt_tokens_per_s=float(prompt_speed or DEFAULT_PROMPT_TOKENS_PER_S),
-            gen_tokens_per_s=float(gen_speed or DEFAULT_GEN_TOKENS_PER_S),
+            price_in_per_mtok=settings.price_in_per_mtok,
+            price_out_per_mtok=settings.price_out_per_mtok,
+            prompt_tokens_per_s=settings.llm_prompt_tokens_per_s or DEFAULT_PROMPT_TOKENS_PER_S,
+            gen_tokens_per_s=settings.llm_gen_tokens_per_s or DEFAULT_GEN_TOKENS_PER_S,
             speed_measured=False,
-            supports_prefix_cache=bool(getattr(settings, "llm_prefix_cache", True)),
+            supports_prefix_cache=settings.llm_prefix_cache,
             generative=True,
         )
 
