@@ -19,6 +19,10 @@ class RagError(Exception):
 
 
 class ConfigError(RagError):
+    """A setting cannot be used: an unknown key (with the closest valid one), a value
+    of the wrong type or outside what is allowed, an unknown RAG_* variable, a rag.toml
+    that is not TOML. One line per problem, naming the key and where it came from."""
+
     exit_code = 2
 
 
