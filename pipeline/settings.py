@@ -316,12 +316,8 @@ def _shown(value: Any) -> str:
 def _allowed(key: str) -> list[str]:
     """The values a Literal field takes (None-able fields: without None)."""
     annotation = Settings.model_fields[key].annotation
-    args = get_args(annotation) if get_origin(annotation) is not Literal else (annotation,)
-    values: list[str] = []
-    for arg in args or (annotation,):
-        if get_origin(arg) is Literal:
-            values.extend(str(v) for v in get_args(arg))
-    return values
+    members = (annotation,) if get_origin(annotation) is Literal else get_args(annotation)  # X | None
+    return [str(v) for member in members if get_origin(member) is Literal for v in get_args(member)]
 
 
 def _bounds(key: str) -> str:
@@ -338,7 +334,7 @@ def _bounds(key: str) -> str:
 _TYPE_WORDS = {
     "int": "整数ではありません",
     "float": "数値ではありません",
-    "bool": "true か false ではありません",
+    "bool": " true か false ではありません",  # a space between kana and a Latin word
     "string": "文字列ではありません",
     "path": "パス (文字列) ではありません",
 }
