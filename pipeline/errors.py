@@ -6,10 +6,15 @@
     ├── IndexLocked (4)          another ingest holds the lock
     ├── ReadError (5)            a file cannot be read (the ingest skips it)
     ├── ModelUnavailable (6)     an embedded model or optional package is missing
-    └── BackendUnavailable (7)   an LLM backend cannot be reached
+    ├── BackendUnavailable (7)   an LLM backend cannot be reached
+    ├── IndexCorrupt (8)         a file of the index is damaged; `rag ingest` rebuilds it from the notes
+    ├── DiskFull (9)             the disk (or a file size limit) ran out while an ingest wrote
+    └── InvalidInput (2)         a question, a count or a path given to a command cannot be used
 """
 
 from __future__ import annotations
+
+import shlex
 
 
 class RagError(Exception):
@@ -65,3 +70,48 @@ class ModelUnavailable(RagError):
 
 class BackendUnavailable(RagError):
     exit_code = 7
+
+
+class IndexCorrupt(RagError):
+    """A file the index keeps is damaged or disagrees with the manifest.
+
+    Raised when the file is read: `path` is the file (or folder), `problem` what is
+    wrong with it. The index is a copy derived from the notes, so the way out is one
+    `rag ingest` over them (`roots`: the folders the index was built from, when known).
+    """
+
+    exit_code = 8
+
+    def __init__(self, path: str, problem: str, index_dir: str, roots: tuple[str, ...] | list[str] = ()):
+        self.path = path
+        self.problem = problem
+        self.index_dir = index_dir
+        self.roots = tuple(roots)
+        folders = " ".join(shlex.quote(r) for r in self.roots) or "<フォルダ>"
+        super().__init__(
+            f"インデックスが壊れています: {path} ({problem})。"
+            f"`rag ingest {folders} --index {shlex.quote(index_dir)}` でノートから作り直せます。"
+        )
+
+
+class DiskFull(RagError):
+    """An ingest could not write (no space left, a quota or a file size limit).
+
+    Nothing is committed before the manifest is replaced, so the previous index is
+    still the one readers see.
+    """
+
+    exit_code = 9
+
+    def __init__(self, path: str):
+        self.path = path
+        super().__init__(
+            f"ディスクがいっぱいです: {path}\n"
+            "前のインデックスはそのまま使えます。空きを作ってから `rag ingest` をもう一度実行してください。"
+        )
+
+
+class InvalidInput(RagError):
+    """A question, a count or a path that a command cannot use (an empty question, `-k 0`)."""
+
+    exit_code = 2

@@ -89,6 +89,37 @@ class BM25Index:
         retriever = bm25s.BM25.load(str(directory)) if ids else bm25s.BM25()
         return cls(ids, retriever)
 
+    def shape_problem(self, chunks: int) -> str | None:
+        """Why these files cannot be the BM25 index of `chunks` chunks, or None.
+
+        Cheap checks of what was loaded anyway (counts, array shapes, index ranges), so a
+        file swapped in from another generation or cut short is named instead of
+        scoring the wrong chunks or failing inside numpy.
+        """
+        if not isinstance(self.ids, list) or not all(isinstance(i, str) for i in self.ids):
+            return f"{IDS_FILE}: チャンク ID の列ではありません"
+        if len(self.ids) != chunks:
+            return f"ID が {len(self.ids)} 個、マニフェストのチャンクは {chunks} 個"
+        if len(set(self.ids)) != len(self.ids):
+            return f"{IDS_FILE}: 重複した ID があります"
+        if not self.ids:
+            return None
+        scores = self.retriever.scores
+        data, indices, indptr = (np.asarray(scores[k]) for k in ("data", "indices", "indptr"))
+        if scores.get("num_docs") != len(self.ids):
+            return f"文書数が {scores.get('num_docs')}、ID は {len(self.ids)} 個"
+        if data.ndim != 1 or data.shape != indices.shape or indptr.ndim != 1 or len(indptr) < 1:
+            return "配列の形が合いません (array shapes)"
+        if indptr[0] != 0 or indptr[-1] != len(data) or bool(np.any(np.diff(indptr) < 0)):
+            return "indptr が data と合いません"
+        if len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= len(self.ids)):
+            return "indices が文書数の範囲外です"
+        # bm25s keeps "" as the last vocabulary entry, with no column of its own.
+        top = max((i for t, i in self.retriever.vocab_dict.items() if t), default=-1)
+        if top >= len(indptr) - 1:
+            return f"語彙 ({top + 1} 語) が indptr ({len(indptr)}) と合いません"
+        return None
+
     def search(self, query_tokens: Sequence[str], k: int) -> list[SparseHit]:
         scores = self._score_all(query_tokens) if k > 0 else None
         if scores is None:

@@ -7,6 +7,14 @@ Order of work, chosen so that a SIGKILL at any point leaves a usable index:
 4. vectors and files no longer referenced are removed.
 A run that finds the in-progress marker of a killed run also sweeps its orphans.
 
+Before any of that, every file of the index is checked (`_check_index`): the notes are
+the source of truth, so whatever is damaged is rebuilt from them. A damaged snapshot
+is written again; a document whose chunk file is damaged, or whose vectors are missing
+from Chroma, is indexed again (keeping the vectors Chroma still has for its chunks:
+chunk IDs are content hashes); a Chroma that cannot be opened or whose vector files
+changed is emptied and every document embedded again; an unreadable manifest means
+every note is indexed again. The summary lists what was found (`repaired`).
+
 Tests kill a run at named stages through `_fault_point` (env RAG_FAULT_AT="stage:n").
 """
 
@@ -23,22 +31,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pipeline.documents import Chunk
-from pipeline.errors import ConfigError, IndexLocked, ReadError
+from pipeline.documents import Chunk, StoredDocument
+from pipeline.errors import ConfigError, DiskFull, IndexCorrupt, IndexLocked, RagError, ReadError
 from pipeline.index.bm25 import TOKENS_VERSION, bm25_tokens
 from pipeline.index.manifest import (
     IN_PROGRESS,
     LAST_RUN,
     LOCK,
+    MANIFEST,
+    SNAPSHOTS,
     DocEntry,
     Manifest,
-    StoredDocument,
+    check_index_dir,
+    chunk_file_mismatch,
     chunk_to_record,
+    parse_chunk_file,
     read_chunk_file,
+    snapshot_generations,
+    stamp_of,
+    stamp_problem,
     write_atomic,
     write_chunk_file,
     write_json,
 )
+from pipeline.index.snapshot import BM25_DIR, CHUNKS_FILE, DOCUMENTS_FILE
 from pipeline.ingest.scan import file_mtime, in_scope, scan
 
 if TYPE_CHECKING:
@@ -89,6 +105,10 @@ class IngestSummary:
     added_paths: list[str] = field(default_factory=list)
     changed_paths: list[str] = field(default_factory=list)
     deleted_paths: list[str] = field(default_factory=list)
+    repaired: list[dict] = field(default_factory=list)  # {path, problem}: damage found and rebuilt
+    rebuilt: bool = False  # every note indexed again (--rebuild, or no readable manifest)
+    reindexed: int = 0  # documents indexed again because their index files were damaged (or --rebuild)
+    reused_vectors: int = 0  # after a repair or rebuild: live vectors kept from Chroma, not embedded again
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -167,87 +187,119 @@ class Ingestor:
         return self._analyzer
 
     def run(
-        self, paths: list[Path], reporter: Reporter | None = None, wait: float = 0.0
+        self, paths: list[Path], reporter: Reporter | None = None, wait: float = 0.0, rebuild: bool = False
     ) -> IngestSummary:
+        """Bring the index in step with `paths`. rebuild: index every note again, trusting no
+        derived file (vectors still in Chroma for the same chunks are kept)."""
         from filelock import FileLock, Timeout
 
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.index_dir / LOCK))
+        check_index_dir(self.index_dir)
         try:
-            lock.acquire(timeout=wait)
-        except Timeout:
-            raise IndexLocked(str(self.index_dir)) from None
-        try:
-            return self._run_locked(paths, reporter or SilentReporter())
-        finally:
-            lock.release()
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(self.index_dir / LOCK))
+            try:
+                lock.acquire(timeout=wait)
+            except Timeout:
+                raise IndexLocked(str(self.index_dir)) from None
+            try:
+                return self._run_locked(paths, reporter or SilentReporter(), rebuild)
+            finally:
+                lock.release()
+        except Exception as err:
+            where = _disk_full(err, self.index_dir)
+            if where is None:
+                raise
+            raise DiskFull(where) from err
 
-    def _run_locked(self, paths: list[Path], reporter: Reporter) -> IngestSummary:
+    def _run_locked(self, paths: list[Path], reporter: Reporter, rebuild: bool = False) -> IngestSummary:
         t0 = time.time()
         summary = IngestSummary(index_dir=str(self.index_dir), started_at=t0)
         self._pending = []
         fp = fingerprint(self.settings)
-        old = Manifest.load(self.index_dir) or Manifest(fingerprint=fp)
+        recovering = (self.index_dir / IN_PROGRESS).exists()
+        loaded, trust = self._check_index(fp, rebuild, recovering)
+        old = loaded or Manifest(fingerprint=fp)
         if old.documents and old.fingerprint.get("embed_model") != fp["embed_model"]:
             raise ConfigError(
                 f"このインデックスは別の埋め込みモデル ({old.fingerprint.get('embed_model')}) で"
                 f"作られています: {self.index_dir}\n"
                 "別の --index を指定するか、フォルダを削除して作り直してください。"
             )
-        recovering = (self.index_dir / IN_PROGRESS).exists()
+        summary.repaired = trust.damage
+        summary.rebuilt = trust.redo_all
 
         found = scan(paths)
         summary.roots = [str(r) for r in found.roots]
         summary.skipped = [{"path": p, "reason": r} for p, r in found.skipped]
-        docs: dict[str, DocEntry] = dict(old.documents)
+        docs: dict[str, DocEntry] = dict(trust.kept)
         todo: list[tuple[Path, os.stat_result]] = []
         seen: set[str] = set()
         max_mb = self.settings.max_file_mb
         for f in found.files:
             key = str(f)
             seen.add(key)
-            entry = old.documents.get(key)
+            entry = docs.get(key)
             try:
                 st = f.stat()
             except OSError as err:
                 summary.skipped.append({"path": key, "reason": _os_reason(err)})
                 continue
             same_fp = old.fingerprint == fp
-            if entry and same_fp and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
+            if (
+                entry and same_fp and key not in trust.redo
+                and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns
+            ):
                 summary.unchanged += 1
                 continue
             if max_mb and st.st_size > max_mb * 1_000_000:
                 summary.skipped.append({"path": key, "reason": _too_big(st.st_size, max_mb)})
+                if key in trust.redo:
+                    docs.pop(key)  # its index entry is damaged and its note is not indexed again
                 continue
             todo.append((f, st))
+        # Damaged documents outside this run's folders are rebuilt from their notes too.
+        for key in sorted(trust.redo - seen):
+            try:
+                todo.append((Path(key), Path(key).stat()))
+            except OSError:
+                docs.pop(key, None)  # its note is gone and its index entry cannot be trusted
 
-        deleted = [
-            p for p in old.documents if in_scope(p, found.roots) and p not in seen
-        ]
+        deleted = [p for p in docs if in_scope(p, found.roots) and p not in seen]
         for p in deleted:
             docs.pop(p)
         summary.deleted = len(deleted)
         summary.deleted_paths = deleted
 
-        if todo or deleted:
+        if todo or deleted or trust.damage or rebuild:
             write_atomic(self.index_dir / IN_PROGRESS, str(os.getpid()))
             _fault_point("after_marker")
+        if trust.wipe_chroma:
+            from pipeline.index.store import wipe_chroma
+
+            wipe_chroma(self.index_dir, self._store)
+            self._store = None
         reporter.start(len(todo))
+        reindexed = 0
         for f, st in todo:
             key = str(f)
-            entry = old.documents.get(key)
+            entry = docs.get(key)
+            redo = trust.redo_all or key in trust.redo
             try:
-                new_entry = self._index_file(f, st, entry, fp, summary)
+                new_entry = self._index_file(f, st, entry, fp, summary, force=redo, rewrite=rebuild)
             except ReadError as err:
                 summary.skipped.append({"path": key, "reason": err.reason})
                 reporter.log(f"skip {key}: {err.reason}")
+                if redo:
+                    docs.pop(key, None)  # its index entry is damaged: only its note could rebuild it
             else:
                 if new_entry is None:  # same bytes, only the mtime moved
                     summary.unchanged += 1
                     docs[key] = _touched(entry, st)
                 else:
                     docs[key] = new_entry
-                    if entry is None:
+                    if redo and (entry is not None or loaded is None):
+                        reindexed += 1
+                    elif entry is None:
                         summary.added += 1
                         summary.added_paths.append(key)
                     else:
@@ -256,47 +308,169 @@ class Ingestor:
             reporter.advance(key)
         self._flush_vectors()
 
-        changed = bool(summary.added or summary.changed or summary.deleted)
+        summary.reindexed = reindexed
+        changed = bool(summary.added or summary.changed or summary.deleted or reindexed)
         new = Manifest(
-            generation=old.generation + (1 if changed else 0),
+            generation=old.generation,
             fingerprint=fp,
             documents=dict(sorted(docs.items())),
             snapshot=old.snapshot,
+            snapshot_files=old.snapshot_files,
+            chroma_files=old.chroma_files,
+            chroma_seq=old.chroma_seq,
+            roots=_roots(old.roots, summary.roots, docs),
         )
-        if changed or old.snapshot is None or old.fingerprint != fp:
-            new.generation = old.generation + 1
-            new.snapshot = self._write_snapshot(new)
+        if changed or old.snapshot is None or old.fingerprint != fp or trust.new_snapshot:
+            new.generation = max(old.generation, trust.min_generation) + 1
+            new.snapshot, new.snapshot_files = self._write_snapshot(new)
             _fault_point("before_manifest")
-        if new.documents != old.documents or new.snapshot != old.snapshot:
+        if new != loaded:
             new.save(self.index_dir)  # commit point
             _fault_point("after_manifest")
 
-        if changed or recovering:
-            summary.removed_chunks = self._sweep(new, old, full=recovering)
+        if changed or recovering or trust.damage or rebuild:
+            summary.removed_chunks = self._sweep(new, old, full=recovering or bool(trust.damage) or rebuild)
             _fault_point("after_sweep")
+        if not self.settings.chroma_host:
+            # Chroma's vector files as this run leaves them (readers check them against this).
+            from pipeline.index.store import chroma_file_stamps
+
+            stamps, seq = chroma_file_stamps(self.index_dir, new.chroma_files)
+            if (stamps, seq) != (new.chroma_files, new.chroma_seq):
+                new.chroma_files, new.chroma_seq = stamps, seq
+                new.save(self.index_dir)
         (self.index_dir / IN_PROGRESS).unlink(missing_ok=True)
 
         summary.documents = len(new.documents)
-        summary.chunks = sum(len(d.chunk_ids) for d in new.documents.values())
+        summary.chunks = new.chunk_count()
+        if trust.damage or rebuild:
+            summary.reused_vectors = max(0, summary.chunks - summary.embedded_chunks)
         summary.finished_at = time.time()
         summary.seconds = round(summary.finished_at - t0, 3)
         write_json(self.index_dir / LAST_RUN, summary.to_dict())
         return summary
 
+    def _check_index(self, fp: dict, rebuild: bool, recovering: bool) -> tuple[Manifest | None, "_Trust"]:
+        """Check every file of the index before updating it; decide what to rebuild from the notes.
+
+        Reads the manifest, the stamps of the snapshot's and the chunk files (hashing only
+        files whose size or mtime moved), and asks Chroma for its vector count (and for
+        its IDs when the count is off). Nothing is written here.
+        """
+        trust = _Trust(min_generation=max(snapshot_generations(self.index_dir), default=0))
+        try:
+            manifest = Manifest.load(self.index_dir)
+        except IndexCorrupt as err:
+            trust.damage.append({"path": err.path, "problem": err.problem})
+            manifest = None
+        if manifest is None:
+            # Nothing to trust but the notes (and vectors Chroma holds for the same chunks).
+            trust.redo_all = bool(trust.damage)
+            return None, trust
+        trust.kept = dict(manifest.documents)
+        if rebuild:
+            trust.redo_all = True
+            trust.redo = set(manifest.documents)
+            return manifest, trust
+        if manifest.snapshot is not None:
+            self._check_snapshot(manifest, trust, recovering)
+        for path, entry in manifest.documents.items():
+            file = self.index_dir / entry.chunk_file
+            if entry.chunk_stamp is None:  # format 1: check the content, then stamp it
+                try:
+                    read_chunk_file(self.index_dir, entry, path)
+                except IndexCorrupt as err:
+                    problem = err.problem
+                else:
+                    trust.kept[path] = DocEntry(**{**asdict(entry), "chunk_stamp": stamp_of(file)})
+                    continue
+            else:
+                problem = stamp_problem(file, entry.chunk_stamp, trust_mtime=True)
+            if problem:
+                trust.damage.append({"path": str(file), "problem": problem})
+                trust.redo.add(path)
+        self._check_chroma(manifest, trust, recovering)
+        return manifest, trust
+
+    def _check_snapshot(self, manifest: Manifest, trust: "_Trust", recovering: bool) -> None:
+        snapshot = self.index_dir / manifest.snapshot
+        mine = int(manifest.snapshot.rsplit("-", 1)[1])
+        if trust.min_generation > mine and not recovering:
+            trust.damage.append({
+                "path": str(self.index_dir / MANIFEST),
+                "problem": f"古い世代 {mine} を指しています。新しい世代 {trust.min_generation} があります (stale manifest)",
+            })
+            trust.new_snapshot = True
+        if not manifest.snapshot_files:  # format 1: written again, with stamps
+            trust.new_snapshot = True
+        elif not snapshot.is_dir():
+            trust.damage.append({"path": str(snapshot), "problem": "フォルダがありません (missing)"})
+            trust.new_snapshot = True
+        else:
+            for name, stamp in manifest.snapshot_files.items():
+                problem = stamp_problem(snapshot / name, stamp, trust_mtime=True)
+                if problem:
+                    trust.damage.append({"path": str(snapshot / name), "problem": problem})
+                    trust.new_snapshot = True
+
+    def _check_chroma(self, manifest: Manifest, trust: "_Trust", recovering: bool) -> None:
+        """Vectors the manifest's chunks need: Chroma's files against their stamps, then its
+        count, then (when the count is off) which live chunks have no vector."""
+        from pipeline.index.store import CHROMA_DIR, chroma_problem
+
+        chroma = self.index_dir / CHROMA_DIR
+        local = not self.settings.chroma_host
+        if local:
+            # A killed run may have left a segment ahead of the recorded stamps: structure only.
+            stamps = ({}, {}) if recovering else (manifest.chroma_files, manifest.chroma_seq)
+            problem = chroma_problem(self.index_dir, *stamps)
+            if problem:
+                trust.damage.append({"path": str(problem[0]), "problem": problem[1]})
+                trust.wipe(manifest)
+                return
+        try:
+            count = self.store.count()
+        except RagError:
+            raise
+        except Exception as err:  # chromadb's own errors on a damaged database
+            if not local:
+                raise
+            trust.damage.append({"path": str(chroma), "problem": f"Chroma を開けません: {err}"})
+            trust.wipe(manifest)
+            return
+        kept_ids = {cid for p, e in trust.kept.items() if p not in trust.redo for cid in e.chunk_ids}
+        if count == manifest.chunk_count() and not trust.damage:
+            return
+        if count < len(kept_ids) or trust.damage:
+            have = self.store.all_ids()
+            missing = kept_ids - have
+            if missing:
+                trust.damage.append({
+                    "path": str(chroma), "problem": f"ベクトルが {len(missing)} 件ありません (missing vectors)",
+                })
+                trust.redo |= {p for p, e in trust.kept.items() if missing.intersection(e.chunk_ids)}
+            count = len(have)
+        if count > manifest.chunk_count() and local and not recovering and not trust.damage:
+            trust.damage.append({
+                "path": str(chroma),
+                "problem": f"マニフェストにないベクトルが {count - manifest.chunk_count()} 件あります (orphan vectors)",
+            })
+
     def _index_file(
-        self, f: Path, st: os.stat_result, entry: DocEntry | None, fp: dict, summary: IngestSummary
+        self, f: Path, st: os.stat_result, entry: DocEntry | None, fp: dict, summary: IngestSummary,
+        force: bool = False, rewrite: bool = False,
     ) -> DocEntry | None:
+        """Index one note. force: even when its bytes match `entry` (its index files are
+        damaged); rewrite: do not reuse an existing chunk file, even a sound one."""
         from pipeline.documents import embed_header
         from pipeline.ingest.readers import read_document
 
         doc = read_document(f)
         if doc.metadata.get("warning"):
             summary.warnings.append({"path": doc.path, "warning": doc.metadata["warning"]})
-        if entry and entry.hash == doc.content_hash and entry.chunk_file == chunk_file_for(
-            doc.path, doc.content_hash, fp
-        ):
-            return None
         rel = chunk_file_for(doc.path, doc.content_hash, fp)
+        if not force and entry and entry.hash == doc.content_hash and entry.chunk_file == rel:
+            return None
         try:
             chunks = self.chunker.chunk_document(doc)
         except ValueError as err:
@@ -304,7 +478,8 @@ class Ingestor:
         if not chunks:
             raise ReadError(doc.path, "本文がありません (no text to index)")
         texts = [embed_header(c.title, c.heading_path) + "\n" + c.text for c in chunks]
-        if not (self.index_dir / rel).exists():
+        stamp = None if rewrite else self._sound_chunk_file(rel, doc.path, doc.content_hash, chunks)
+        if stamp is None:
             tokens = [bm25_tokens(self.analyzer, t) for t in texts]
             stored = StoredDocument(
                 path=doc.path,
@@ -314,7 +489,7 @@ class Ingestor:
                 first_line=doc.line_of(doc.body_start),
                 hash=doc.content_hash,
             )
-            write_chunk_file(self.index_dir, rel, chunks, tokens, stored)
+            stamp = write_chunk_file(self.index_dir, rel, chunks, tokens, stored)
             _fault_point("after_chunk_file")
         summary.embedded_chunks += self._embed_missing(chunks, texts)
         return DocEntry(
@@ -329,7 +504,21 @@ class Ingestor:
             chars=len(doc.text) - doc.body_start,
             tokens=sum(c.token_count for c in chunks),
             indexed_at=time.time(),
+            chunk_stamp=stamp,
         )
+
+    def _sound_chunk_file(self, rel: str, path: str, doc_hash: str, chunks: list[Chunk]) -> dict | None:
+        """The stamp of an existing chunk file for exactly these chunks (a killed run's work,
+        or a document version seen before), or None when there is none or it is damaged."""
+        file = self.index_dir / rel
+        try:
+            data = file.read_bytes()
+            parsed, _, document = parse_chunk_file(data)
+        except (OSError, ValueError):
+            return None
+        if chunk_file_mismatch(parsed, document, doc_hash, path, [c.id for c in chunks]):
+            return None
+        return stamp_of(file, data)
 
     def _embed_missing(self, chunks: list[Chunk], texts: list[str]) -> int:
         """Embed only chunks whose vectors are not in Chroma yet (a killed run's work is kept,
@@ -350,33 +539,41 @@ class Ingestor:
             self._pending = []
             _fault_point("after_chroma_add")
 
-    def _write_snapshot(self, manifest: Manifest) -> str:
-        """chunks.jsonl + BM25 of every live chunk, in a new directory."""
+    def _write_snapshot(self, manifest: Manifest) -> tuple[str, dict[str, dict]]:
+        """chunks.jsonl + BM25 of every live chunk, in a new directory; returns it and the
+        stamps of its files."""
         from pipeline.index.bm25 import BM25Index
 
-        rel = f"snapshots/gen-{manifest.generation:06d}"
+        rel = f"{SNAPSHOTS}/gen-{manifest.generation:06d}"
         final = self.index_dir / rel
-        tmp = self.index_dir / f"snapshots/.tmp-gen-{manifest.generation:06d}-{os.getpid()}"
+        tmp = self.index_dir / f"{SNAPSHOTS}/.tmp-gen-{manifest.generation:06d}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        ids: list[str] = []
-        all_tokens: list[list[str]] = []
-        lines: list[str] = []
-        doc_lines: list[str] = []
-        for entry in manifest.documents.values():
-            chunks, tokens, document = read_chunk_file(self.index_dir, entry.chunk_file)
-            doc_lines.append(json.dumps(document, ensure_ascii=False))
-            for c, t in zip(chunks, tokens):
-                ids.append(c.id)
-                all_tokens.append(t)
-                lines.append(json.dumps(chunk_to_record(c), ensure_ascii=False))
-        (tmp / "chunks.jsonl").write_text("".join(x + "\n" for x in lines), "utf-8")
-        (tmp / "documents.jsonl").write_text("".join(x + "\n" for x in doc_lines), "utf-8")
-        BM25Index.build(ids, all_tokens).save(tmp / "bm25")
+        try:
+            tmp.mkdir(parents=True)
+            ids: list[str] = []
+            all_tokens: list[list[str]] = []
+            lines: list[str] = []
+            doc_lines: list[str] = []
+            for path, entry in manifest.documents.items():
+                chunks, tokens, document = read_chunk_file(self.index_dir, entry, path)
+                doc_lines.append(json.dumps(document, ensure_ascii=False))
+                for c, t in zip(chunks, tokens):
+                    ids.append(c.id)
+                    all_tokens.append(t)
+                    lines.append(json.dumps(chunk_to_record(c), ensure_ascii=False))
+            (tmp / CHUNKS_FILE).write_text("".join(x + "\n" for x in lines), "utf-8")
+            (tmp / DOCUMENTS_FILE).write_text("".join(x + "\n" for x in doc_lines), "utf-8")
+            BM25Index.build(ids, all_tokens).save(tmp / BM25_DIR)
+            stamps = {
+                str(f.relative_to(tmp)): stamp_of(f) for f in sorted(tmp.rglob("*")) if f.is_file()
+            }
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk gets its space back
+            raise
         _fault_point("before_snapshot_rename")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-        return rel
+        return rel, stamps
 
     def _sweep(self, new: Manifest, old: Manifest, full: bool) -> int:
         """Remove vectors, chunk files and snapshots that no manifest we keep refers to."""
@@ -405,6 +602,46 @@ class Ingestor:
         for t in (self.index_dir / "snapshots").glob(".tmp-*"):
             shutil.rmtree(t, ignore_errors=True)
         return len(stale)
+
+
+@dataclass
+class _Trust:
+    """What `Ingestor._check_index` found, and what the run rebuilds from the notes."""
+
+    min_generation: int = 0  # the newest snapshot on disk: a new one goes above it
+    kept: dict[str, DocEntry] = field(default_factory=dict)  # manifest entries (stamped when format 1)
+    damage: list[dict] = field(default_factory=list)  # {path, problem}
+    redo: set[str] = field(default_factory=set)  # documents indexed again though their notes did not change
+    redo_all: bool = False  # every note: --rebuild, or no readable manifest
+    new_snapshot: bool = False
+    wipe_chroma: bool = False
+
+    def wipe(self, manifest: Manifest) -> None:
+        """Chroma cannot be trusted: start it empty and embed every document again."""
+        self.wipe_chroma = True
+        self.redo |= set(manifest.documents)
+
+
+def _roots(old: list[str], given: list[str], docs: dict[str, DocEntry]) -> list[str]:
+    """The note folders the index's documents come from (the way out that IndexCorrupt prints)."""
+    return sorted(r for r in dict.fromkeys([*given, *old]) if any(in_scope(p, [Path(r)]) for p in docs))
+
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_DISK_FULL_TEXT = ("disk is full", "no space left", "file too large", "quota exceeded")
+
+
+def _disk_full(err: BaseException, index_dir: Path) -> str | None:
+    """Where the disk ran out, when `err` or what caused it says so (Chroma reports sqlite's
+    SQLITE_FULL and its own write errors as text); else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
+            return seen.filename or str(index_dir)
+        if type(seen).__module__.startswith("chromadb") and any(t in str(seen).lower() for t in _DISK_FULL_TEXT):
+            return str(index_dir / "chroma")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _touched(entry: DocEntry, st: os.stat_result) -> DocEntry:
