@@ -235,7 +235,9 @@ def _render_answer(data: dict, explain: bool) -> None:
         console.print(escape(data["answer"]))
     else:
         for s in data["sentences"]:
-            fixed = f" → [{', '.join(map(str, s['fixed_citations']))}]" if s.get("fixed_citations") else ""
+            # A supported sentence's fixed_citations are the ones it needs; show only a moved citation.
+            moved = s.get("verdict") != "supported" and s.get("fixed_citations")
+            fixed = f" → [{', '.join(map(str, s['fixed_citations']))}]" if moved else ""
             console.print(escape(s["text"]) + marks.get(s.get("verdict"), "") + escape(fixed))
     cited = [s for s in data["sources"] if s["cited"]] or data["sources"][:3]
     console.print("\n[bold]出典[/]")

@@ -405,7 +405,7 @@ def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tu
     an answer describe the citations the user reads, by the checker's own definitions
     (`CheckedAnswer.of`). A refusal cites nothing: None.
     """
-    from pipeline.check.verdicts import CheckedAnswer
+    from pipeline.check import CheckedAnswer
 
     if refused:
         return None, None
