@@ -159,7 +159,7 @@ def test_extractive_backend_quotes_sources_and_is_labelled(demo_index):
     from pipeline.answer.backends import load_backend
 
     settings, index = demo_index
-    from pipeline.answer.checker import CitationChecker
+    from pipeline.check import CitationChecker
 
     checker = CitationChecker(settings, embedder=None)
     answer = Answerer(settings, index, load_backend(settings, "extractive"), checker).ask("Ollamaの既定のポートは？", mode="retrieve")
@@ -186,7 +186,7 @@ def test_an_answer_is_a_frozen_value(demo_index):
 def test_figures_under_an_answer_describe_the_citations_as_shown(demo_index):
     """The checker moves a citation to the source that supports the sentence: the figures
     printed under the answer are about the moved citation, not the one the model wrote."""
-    from pipeline.answer.checker import CitationChecker
+    from pipeline.check import CitationChecker
 
     settings, index = demo_index
 
@@ -207,7 +207,7 @@ def test_figures_under_an_answer_describe_the_citations_as_shown(demo_index):
 
 
 def test_figures_of_a_stripped_answer_count_only_what_is_left(demo_index):
-    from pipeline.answer.checker import CitationChecker
+    from pipeline.check import CitationChecker
 
     settings, index = demo_index
 
