@@ -47,20 +47,15 @@ def _ms(xs: list[float]) -> dict:
 
 
 def open_eval_index(data_dir: Path, n_queries: int):
-    from pipeline.evaluation.retrieval import (
-        VECTOR_CACHE,
-        CachingEmbedder,
-        VectorCache,
-        eval_settings,
-        prepare_index,
-    )
+    from pipeline.evaluation.embed_cache import CachingEmbedder, open_vector_cache
+    from pipeline.evaluation.retrieval import eval_settings, prepare_index
     from pipeline.index.embedder import load_embedder
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import load_settings
 
     settings = load_settings()
     ds = load_retrieval_dataset(data_dir, limit=n_queries)
-    caching = CachingEmbedder(settings, VectorCache(Path(settings.cache_dir) / "eval" / VECTOR_CACHE))
+    caching = CachingEmbedder(settings, open_vector_cache(settings))
     prepared = prepare_index(ds, settings, caching)
     index = IndexSnapshot(
         eval_settings(settings, prepared.index_dir), prepared.index_dir, embedder=load_embedder(settings)

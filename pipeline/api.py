@@ -27,11 +27,13 @@ def settings_for(index: str | Path | None = None, **overrides) -> Settings:
 
 
 def ingest(paths: Sequence[str | Path], index: str | Path | None = None, settings: Settings | None = None,
-           wait: float = 0.0) -> "IngestSummary":
+           wait: float = 0.0, rebuild: bool = False) -> "IngestSummary":
+    """Bring the index in step with `paths`; rebuild: index every note again (vectors Chroma
+    still holds for the same chunks are kept). A damaged index is rebuilt without asking."""
     from pipeline.ingest.sync import Ingestor
 
     settings = settings or settings_for(index)
-    return Ingestor(settings, Path(settings.index_dir)).run([Path(p) for p in paths], wait=wait)
+    return Ingestor(settings, Path(settings.index_dir)).run([Path(p) for p in paths], wait=wait, rebuild=rebuild)
 
 
 def open_index(index: str | Path | None = None, settings: Settings | None = None) -> "IndexSnapshot":

@@ -111,11 +111,16 @@ def ingest(
         False, "--skip-if-locked",
         help="別の取り込みが実行中なら (--wait の後も) 何もせず終了コード 0 で終わる (cron 向け)。",
     ),
+    rebuild: bool = typer.Option(
+        False, "--rebuild",
+        help="インデックスをノートから作り直す (Chroma に残っている同じチャンクのベクトルは再利用)。",
+    ),
 ):
-    """フォルダを取り込み、変更されたファイルだけを埋め込み直す。
+    """フォルダを取り込み、変更されたファイルだけを埋め込み直す。壊れたインデックスはノートから作り直す。
 
     例: rag ingest corpora/demo --index indexes/demo --json
     cron: rag ingest ~/notes --index ~/.local/share/rag/notes --quiet --skip-if-locked
+    作り直し: rag ingest ~/notes --index ~/.local/share/rag/notes --rebuild
     """
     from pipeline.errors import IndexLocked
     from pipeline.ingest.sync import Ingestor
@@ -124,7 +129,7 @@ def ingest(
     interactive = sys.stderr.isatty() and not quiet and not as_json
     reporter = _RichReporter() if interactive else _QuietReporter() if quiet else _LogReporter()
     try:
-        summary = Ingestor(settings, Path(settings.index_dir)).run(paths, reporter, wait=wait)
+        summary = Ingestor(settings, Path(settings.index_dir)).run(paths, reporter, wait=wait, rebuild=rebuild)
     except IndexLocked as err:
         if not skip_if_locked:
             if quiet:
@@ -150,16 +155,22 @@ def ingest(
         _echo_json(data)
     elif quiet:
         keys = ("added", "changed", "deleted", "unchanged", "embedded_chunks", "documents", "chunks", "seconds", "skipped", "warnings")
-        typer.echo(_ingest_line("ok", data["index_dir"], **{k: data[k] for k in keys}))
+        repair = ("repaired", "reindexed", "reused_vectors", "repair_note") if data["repair_note"] else ()
+        typer.echo(_ingest_line("ok", data["index_dir"], **{k: data[k] for k in keys + repair}))
     else:
         typer.echo(
             f"追加 {summary.added} / 変更 {summary.changed} / 削除 {summary.deleted} / "
             f"変更なし {summary.unchanged} / スキップ {len(summary.skipped)} — "
-            f"埋め込み {summary.embedded_chunks} チャンク, 計 {summary.documents} 文書 "
+            + (f"作り直し {summary.reindexed} 文書, " if summary.reindexed else "")
+            + f"埋め込み {summary.embedded_chunks} チャンク, 計 {summary.documents} 文書 "
             f"{summary.chunks} チャンク ({summary.seconds:.1f} 秒)"
         )
         for s in summary.skipped:
             typer.echo(f"  スキップ: {_display_path(s['path'])}: {s['reason']}", err=True)
+        if summary.repair_note():
+            typer.echo(summary.repair_note())
+        for r in summary.repaired:
+            typer.echo(f"  破損: {_display_path(r['path'])}: {r['problem']}", err=True)
 
 
 @app.command()
@@ -174,9 +185,10 @@ def search(
 
     例: rag search "Ollamaの既定のポートは？" -k 3
     """
-    from pipeline.index.search import search as run_search
+    from pipeline.index.search import check_query, search as run_search
     from pipeline.index.snapshot import open_index
 
+    check_query(question, k)  # before anything loads: an empty question or -k 0 exits 2
     settings = _settings(index)
     if retriever not in ("bm25", "dense", "hybrid"):
         raise typer.BadParameter("bm25 | dense | hybrid のどれかを指定してください", param_hint="--retriever")
@@ -211,6 +223,9 @@ def ask(
         raise typer.BadParameter("auto | retrieve | long-context", param_hint="--mode")
     if policy not in (None, "annotate", "strip", "refuse"):
         raise typer.BadParameter("annotate | strip | refuse", param_hint="--policy")
+    from pipeline.index.search import check_query
+
+    check_query(question)  # before the models load: an empty or over-long question exits 2
     settings = _settings(index)
     answerer = answerer_for(settings, backend=backend)
     answer = answerer.ask(question, mode=mode, policy=policy)

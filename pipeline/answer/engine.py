@@ -181,13 +181,17 @@ class Answerer:
 
     def corpus_tokens(self) -> int:
         """Tokens of the whole packed corpus with the backend's tokenizer, cached per generation."""
+        from pipeline.index.manifest import write_atomic
+
         key = f"corpus-tokens-{self.backend.info.name}"
         cache = self.index.index_dir / self.index.manifest.snapshot / f"{key}.txt"
-        if cache.exists():
+        try:
             return int(cache.read_text())
+        except (OSError, ValueError):  # not counted yet, or a damaged cache: count again
+            pass
         n = self.backend.count_tokens(self._corpus_text())
         try:
-            cache.write_text(str(n))
+            write_atomic(cache, str(n))
         except OSError:
             pass
         return n
@@ -264,6 +268,9 @@ class Answerer:
         return route, chunks, retrieval
 
     def ask(self, question: str, mode: ModeChoice = "auto", policy: Policy | None = None) -> Answer:
+        from pipeline.index.search import check_query
+
+        check_query(question)  # empty or over-long: InvalidInput, before any model runs
         started = time.perf_counter()
         policy = policy or self.settings.citation_policy
         route, chunks, retrieval = self.route(question, mode)

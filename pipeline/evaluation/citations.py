@@ -46,6 +46,10 @@ __all__ = [
 
 def load_pairs(data_dir: str | Path, limit: int | None = None, split: str = "all") -> list[dict]:
     """Pairs from ``DATA_DIR/pairs.jsonl`` (or a .jsonl file), optionally one half, first `limit`."""
+    if limit is not None and limit < 0:
+        from pipeline.errors import InvalidInput
+
+        raise InvalidInput(f"--limit は 0 以上にしてください: {limit}")
     path = Path(data_dir)
     if path.is_dir():
         path = path / "pairs.jsonl"

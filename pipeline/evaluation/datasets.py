@@ -145,9 +145,13 @@ def spread(items: list, limit: int | None) -> list:
     Evenly spaced rather than the first N: question files are grouped by article, so
     a head would test a handful of topics.
     """
+    if limit is not None and limit < 0:
+        from pipeline.errors import InvalidInput
+
+        raise InvalidInput(f"--limit は 0 以上にしてください: {limit}")
     if limit is None or limit >= len(items):
         return list(items)
-    if limit <= 0:
+    if limit == 0:
         return []
     return [items[(i * len(items)) // limit] for i in range(limit)]
 

@@ -112,7 +112,9 @@ def json_problem(err: Exception, data: bytes) -> str:
         return "空のファイルです (empty)"
     if isinstance(err, UnicodeDecodeError):
         return "UTF-8 として読めません (not UTF-8)"
-    if isinstance(err, json.JSONDecodeError) and err.pos >= len(err.doc.rstrip()):
+    # Every JSON file of the index is one object or one object per line: cut short, it
+    # no longer ends with a closing brace.
+    if isinstance(err, json.JSONDecodeError) and not err.doc.rstrip().endswith(("}", "]")):
         return "途中で切れています (truncated JSON)"
     return f"JSON として読めません (invalid JSON: {err})"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pipeline.errors import InvalidInput
 from pipeline.index.bm25 import bm25_tokens
 from pipeline.index.fusion import fuse
 from pipeline.index.links import follow_links
@@ -25,10 +26,12 @@ from pipeline.index.snapshot import IndexSnapshot
 
 __all__ = [
     "CANDIDATES",
+    "MAX_QUESTION_CHARS",
     "RETRIEVERS",
     "Retrieval",
     "RetrieverName",
     "SparseResult",
+    "check_query",
     "retrieve",
     "search",
     "sparse_search",
@@ -37,6 +40,25 @@ __all__ = [
 RetrieverName = Literal["hybrid", "bm25", "dense"]
 RETRIEVERS = ("bm25", "dense", "hybrid")
 CANDIDATES = 50  # each retriever's list depth before fusion
+# A question the embedder reads whole: multilingual-e5 reads 512 tokens, and its
+# sentencepiece vocabulary spends at most one token per character (plus one for the
+# start of the text), so 500 characters, the "query: " prefix and the two special
+# tokens fit. A longer question would be cut without a word.
+MAX_QUESTION_CHARS = 500
+
+
+def check_query(query: str, k: int | None = None) -> None:
+    """InvalidInput for an empty or whitespace-only question, one over MAX_QUESTION_CHARS,
+    or a `k` below 1 (the CLI shows it and exits 2)."""
+    if not isinstance(query, str) or not query.strip():
+        raise InvalidInput("質問が空です。調べたいことを書いてください (例: rag ask \"Ollamaの既定のポートは？\")。")
+    if len(query) > MAX_QUESTION_CHARS:
+        raise InvalidInput(
+            f"質問が長すぎます: {len(query)} 文字 (上限 {MAX_QUESTION_CHARS} 文字)。"
+            "埋め込みモデルが読めるのは 512 トークンまでです。要点を短く書いてください。"
+        )
+    if k is not None and k < 1:
+        raise InvalidInput(f"返す件数 (-k) は 1 以上にしてください: {k}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,7 @@ def retrieve(
     fusion: str | None = None,
 ) -> Retrieval:
     """Both retrievers run once each; `hits` ranks them as `search(..., retriever)` would."""
+    check_query(query, k)
     if retriever not in RETRIEVERS:
         raise ValueError(f"unknown retriever {retriever!r}: choose bm25, dense or hybrid")
     n = max(k, CANDIDATES)
@@ -124,6 +147,7 @@ def search(
 
     BM25 alone never loads the embedder, and dense alone never tokenizes for BM25.
     """
+    check_query(query, k)
     if retriever == "bm25":
         return sparse_search(index, query, k).hits
     if retriever == "dense":

@@ -161,7 +161,11 @@ def persisted_segments(index_dir: Path) -> dict[str, int]:
     db = index_dir / CHROMA_DIR / CHROMA_DB
     if not db.is_file():
         return {}
-    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    # A write cut short (a full disk) leaves a journal that the next opener rolls back:
+    # read-only, sqlite could not; Chroma would do it anyway when it opens the database.
+    journal = db.with_name(CHROMA_DB + "-journal")
+    mode = "rw" if journal.exists() and journal.stat().st_size else "ro"
+    con = sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True)
     try:
         rows = con.execute(
             "SELECT s.id, m.seq_id FROM segments s JOIN max_seq_id m ON m.segment_id = s.id"
@@ -259,6 +263,10 @@ def chroma_problem(
     chroma = index_dir / CHROMA_DIR
     try:
         segments = persisted_segments(index_dir)
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):  # a writer holds it: not damage (and not ours to check now)
+            return None
+        return chroma / CHROMA_DB, f"SQLite として読めません: {err}"
     except sqlite3.DatabaseError as err:
         return chroma / CHROMA_DB, f"SQLite として読めません: {err}"
     for sid, seq in segments.items():

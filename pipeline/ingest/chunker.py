@@ -239,10 +239,6 @@ class JapaneseChunker(NodeParser):
                 tn.excluded_llm_metadata_keys = _union(
                     tn.excluded_llm_metadata_keys, node.excluded_llm_metadata_keys
                 )
-                if isinstance(node, TextNode):
-                    tn.metadata_separator = node.metadata_separator
-                    tn.metadata_template = node.metadata_template
-                    tn.text_template = node.text_template
                 out.append(tn)
         return out
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import IndexNotFound
-from pipeline.index.manifest import LAST_RUN, Manifest
+from pipeline.index.manifest import Manifest, load_last_run
 from pipeline.ingest.scan import file_mtime, in_scope, scan
 
 if TYPE_CHECKING:
@@ -31,9 +30,7 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
     manifest = Manifest.load(index_dir)
     if manifest is None:
         raise IndexNotFound(str(index_dir))
-    last_run = None
-    if (index_dir / LAST_RUN).exists():
-        last_run = json.loads((index_dir / LAST_RUN).read_text(encoding="utf-8"))
+    last_run = load_last_run(index_dir, manifest.roots or None)  # IndexCorrupt when damaged
 
     # Files changed on disk since the last ingest (same test the ingest uses).
     modified, missing = [], []
@@ -65,8 +62,10 @@ def index_status(settings: "Settings", index_dir: Path | None = None) -> dict:
 
     llm_tokens_est = 0
     if manifest.snapshot:
-        with (index_dir / manifest.snapshot / "documents.jsonl").open(encoding="utf-8") as f:
-            llm_tokens_est = sum(estimate_tokens(json.loads(line)["text"]) for line in f if line.strip())
+        from pipeline.index.snapshot import IndexSnapshot
+
+        documents = IndexSnapshot(settings, index_dir).documents  # checked against the manifest
+        llm_tokens_est = sum(estimate_tokens(d.text) for d in documents.values())
     window = {"ollama": settings.ollama_context, "openai": settings.openai_context}.get(
         settings.llm_backend, settings.llm_context
     )

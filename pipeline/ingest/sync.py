@@ -45,6 +45,7 @@ from pipeline.index.manifest import (
     check_index_dir,
     chunk_file_mismatch,
     chunk_to_record,
+    load_last_run,
     parse_chunk_file,
     read_chunk_file,
     snapshot_generations,
@@ -55,6 +56,7 @@ from pipeline.index.manifest import (
     write_json,
 )
 from pipeline.index.snapshot import BM25_DIR, CHUNKS_FILE, DOCUMENTS_FILE
+from pipeline.index.store import CHROMA_DIR
 from pipeline.ingest.scan import file_mtime, in_scope, scan
 
 if TYPE_CHECKING:
@@ -111,7 +113,15 @@ class IngestSummary:
     reused_vectors: int = 0  # after a repair or rebuild: live vectors kept from Chroma, not embedded again
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "repair_note": self.repair_note()}
+
+    def repair_note(self) -> str | None:
+        """One line saying the index was rebuilt from the notes, and how many vectors were kept."""
+        if self.repaired:
+            return f"インデックスの破損を検出し、ノートから作り直しました (ベクトル再利用 {self.reused_vectors} 件)"
+        if self.rebuilt:
+            return f"インデックスをノートから作り直しました (ベクトル再利用 {self.reused_vectors} 件)"
+        return None
 
 
 def fingerprint(settings: "Settings") -> dict:
@@ -363,6 +373,10 @@ class Ingestor:
         except IndexCorrupt as err:
             trust.damage.append({"path": err.path, "problem": err.problem})
             manifest = None
+        try:
+            load_last_run(self.index_dir, roots=())  # rewritten at the end of this run anyway
+        except IndexCorrupt as err:
+            trust.damage.append({"path": err.path, "problem": err.problem})
         if manifest is None:
             # Nothing to trust but the notes (and vectors Chroma holds for the same chunks).
             trust.redo_all = bool(trust.damage)
@@ -629,19 +643,46 @@ def _roots(old: list[str], given: list[str], docs: dict[str, DocEntry]) -> list[
 
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _DISK_FULL_TEXT = ("disk is full", "no space left", "file too large", "quota exceeded")
+LOW_SPACE = 16 << 20  # bytes free below which a failed Chroma write is put down to a full disk
 
 
 def _disk_full(err: BaseException, index_dir: Path) -> str | None:
-    """Where the disk ran out, when `err` or what caused it says so (Chroma reports sqlite's
-    SQLITE_FULL and its own write errors as text); else None."""
+    """Where the disk ran out, when `err` or what caused it says so; else None.
+
+    Our own writes raise OSError (ENOSPC, EDQUOT, or EFBIG under a file size limit).
+    Chroma's say it in text at best (sqlite's SQLITE_FULL), and sqlite reports a file
+    size limit as a plain I/O error, so a failed Chroma write also asks the disk.
+    """
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in _DISK_FULL:
             return seen.filename or str(index_dir)
-        if type(seen).__module__.startswith("chromadb") and any(t in str(seen).lower() for t in _DISK_FULL_TEXT):
-            return str(index_dir / "chroma")
+        if type(seen).__module__.startswith("chromadb"):
+            chroma = index_dir / CHROMA_DIR
+            if any(t in str(seen).lower() for t in _DISK_FULL_TEXT) or _cannot_grow(chroma):
+                return str(chroma)
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _cannot_grow(folder: Path) -> bool:
+    """Whether files in `folder` cannot grow: little space left, or a file size limit below
+    Chroma's largest file plus 1 MiB (probed with a one-byte sparse write, then removed)."""
+    import tempfile
+
+    try:
+        if shutil.disk_usage(folder).free < LOW_SPACE:
+            return True
+        largest = max((f.stat().st_size for f in folder.rglob("*") if f.is_file()), default=0)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".space-probe-")
+        try:
+            os.pwrite(fd, b"\0", largest + (1 << 20))
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as err:
+        return err.errno in _DISK_FULL
+    return False
 
 
 def _touched(entry: DocEntry, st: os.stat_result) -> DocEntry:
