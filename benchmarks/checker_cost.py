@@ -9,7 +9,7 @@ gold paragraph [1], with a sibling paragraph as [2], checked with `CitationCheck
 Reported per answer sentence: cheap signals only, + embedder (warm), + LLM judge (as
 configured: only sentences in the uncertain band), and one judge call alone.
 
-Judge quality (--judge): P(はい) of the embedded LLM (`llm_judge`) on a sample of each
+Judge quality (--judge): P(はい) of the embedded LLM (`pipeline.answer.judge.llm_judge`) on a sample of each
 dataset, tune and holdout halves (N pairs per half for jnli, claims_jsquad, claims_roles),
 cached in $RAG_CITATION_CACHE/judge_<backend>.json; `refit` fits the combination on the
 tune sample. Prints AUROC of the judge alone and of embed vs embed+judge on the holdout sample.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import random
 import sys
 import time
@@ -33,8 +32,7 @@ from pipeline.evaluation.citations import DEFAULT_SETS, auroc, judge_cache_path,
 
 
 def _answers(n: int):
-    from pipeline.documents import Source
-    from pipeline.documents import Chunk
+    from pipeline.documents import Chunk, Source
 
     pairs = [p for p in load_pairs(REPO / DEFAULT_SETS["claims_jsquad"], split="holdout")]
     right = [p for p in pairs if p["meta"]["kind"] == "right"][:n]
@@ -57,7 +55,7 @@ def cost(checker, answers) -> float:
 
 
 def judge_quality(judge, backend_name: str, sizes: dict[str, int], embed_checker) -> dict:
-    from pipeline.answer import checker as ck
+    from pipeline.check.citations import claim_text
 
     path = judge_cache_path(backend_name)
     cache = json.loads(path.read_text("utf-8")) if path.exists() else {}
@@ -74,11 +72,8 @@ def judge_quality(judge, backend_name: str, sizes: dict[str, int], embed_checker
             for p in sel:
                 key = hashlib.sha1((p["premise"] + "\x00" + p["hypothesis"]).encode()).hexdigest()
                 if key not in cache:
-                    claim = ck.claim_text(p["hypothesis"])
-                    pr = embed_checker._premise(p["premise"])
-                    ca = ck.analyze(claim, embed_checker.analyzer)
-                    evidence = embed_checker._judge_evidence([pr], ca, embed_checker._claim_vector(claim))
-                    cache[key] = judge(evidence, claim)
+                    claim = claim_text(p["hypothesis"])
+                    cache[key] = judge(embed_checker.judge_evidence(p["premise"], claim), claim)
                     calls += 1
                     if calls % 20 == 0:
                         path.write_text(json.dumps(cache), "utf-8")
@@ -111,7 +106,8 @@ def main() -> None:
 
         torch.set_num_threads(args.torch_threads)
 
-    from pipeline.answer.checker import CitationChecker, llm_judge
+    from pipeline.answer.judge import llm_judge
+    from pipeline.check import CitationChecker
     from pipeline.index.embedder import load_embedder
     from pipeline.settings import load_settings
 
@@ -143,7 +139,7 @@ def main() -> None:
             judge(sources[0].chunk.text, answer)
         out["one_judge_call_whole_paragraph_s"] = round((time.perf_counter() - t0) / 5, 3)
         sizes = dict(zip(DEFAULT_SETS, map(int, args.judge_pairs.split(","))))
-        out["judge_quality"] = judge_quality(judge, getattr(settings, "llm_backend", "embedded"), sizes, embed)
+        out["judge_quality"] = judge_quality(judge, settings.llm_backend, sizes, embed)
     print(json.dumps(out, ensure_ascii=False, indent=1))
 
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from pipeline.answer.backends.base import FakeBackend
-from pipeline.answer.checker import CitationChecker
+from pipeline.check import CitationChecker
 from pipeline.answer.engine import Answerer, answer_to_dict
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.answer.backends import load_backend
-from pipeline.answer.checker import CitationChecker
+from pipeline.check import CitationChecker
 from pipeline.answer.engine import Answerer, answer_to_dict
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor

@@ -3,22 +3,19 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from pipeline.answer.checker import (
-    FITTED,
-    REFUSAL,
-    CitationChecker,
-    analyze,
-    apply_policy,
-    is_instruction,
-    judge_prompt,
-)
-from pipeline.documents import Source
-from pipeline.documents import Chunk
-from pipeline.evaluation.citations import auroc, classification, evaluate, fit_logistic, load_pairs, split_of
+from pipeline.answer.judge import judge_prompt
+from pipeline.check import REFUSAL, CitationChecker, apply_policy
+from pipeline.check.analysis import analyze
+from pipeline.check.evidence import is_instruction
+from pipeline.check.model import FITTED_PATH, load_weights
+from pipeline.documents import Chunk, Source
+from pipeline.errors import ModelUnavailable
+from pipeline.evaluation.citations import auroc, classification, evaluate, fit_logistic, load_pairs, refit, split_of
 from pipeline.japanese import default_analyzer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,7 +254,7 @@ def test_judge_prompt_names_premise_and_claim():
 
 def test_llm_judge_asks_the_backend_for_p_yes():
     from pipeline.answer.backends.base import FakeBackend
-    from pipeline.answer.checker import llm_judge
+    from pipeline.answer.judge import llm_judge
 
     backend = FakeBackend(lambda prompt: "0.8" if "主張: 7B" in prompt else "いいえ")
     judge = llm_judge(backend)
@@ -266,18 +263,60 @@ def test_llm_judge_asks_the_backend_for_p_yes():
 
 
 def test_fitted_weights_cover_every_feature():
-    from pipeline.answer.checker import FEATURES, MISMATCH_PRIOR, linear_probability
+    from pipeline.check.features import FEATURES
+    from pipeline.check.model import linear_probability
 
+    fitted = load_weights()
     for mode in ("cheap", "embed"):
-        model = FITTED[mode]
-        assert sorted(model["dense"] + model["sparse"]) == list(range(len(FEATURES[mode])))
-        assert 0.0 < FITTED["threshold"][mode] < 1.0
+        model = fitted.models[mode]
+        assert model.features == FEATURES[mode]
+        assert sorted(model.dense + model.sparse) == list(range(len(FEATURES[mode])))
+        assert 0.0 < fitted.thresholds[mode] < 1.0
         # more mismatches never raise the probability
         x = [1.0] * len(FEATURES[mode])
-        for i in model["sparse"]:
+        for i in model.sparse:
             x0 = list(x)
             x0[i] = 0.0
             assert linear_probability(model, x) < linear_probability(model, x0)
+
+
+def test_checker_uses_the_threshold_shipped_in_fitted_json():
+    data = json.loads(FITTED_PATH.read_text("utf-8"))
+    assert CitationChecker(None).threshold == data["threshold"]["cheap"]
+
+
+def test_threshold_setting_overrides_the_fitted_one():
+    from pipeline.settings import Settings
+
+    assert CitationChecker(Settings(citation_threshold=0.9)).threshold == 0.9
+
+
+@pytest.mark.parametrize("content,why", [
+    (None, "ありません"),  # missing
+    ("{not json", "JSONDecodeError"),
+    ('{"format": 1, "cheap": {"features": ["coverage"], "mean": [], "scale": [], "coef": [1.0], "intercept": 0}}',
+     "cheap"),  # coefficients that do not fit the features
+])
+def test_missing_or_corrupt_weights_name_the_file_and_the_rebuild_command(tmp_path, content, why):
+    path = tmp_path / "fitted.json"
+    if content is not None:
+        path.write_text(content, "utf-8")
+    with pytest.raises(ModelUnavailable) as err:
+        load_weights(path)
+    message = str(err.value)
+    assert str(path) in message and why in message
+    assert "python -m pipeline.evaluation.citations refit --write" in message
+
+
+def test_weights_fitted_on_other_features_are_refused(tmp_path):
+    from pipeline.check.model import save_weights
+
+    shipped = load_weights()
+    cheap = shipped.models["cheap"]
+    renamed = replace(cheap, features=("other",) + cheap.features[1:])
+    path = save_weights(replace(shipped, models={"cheap": renamed}), tmp_path / "fitted.json")
+    with pytest.raises(ModelUnavailable, match="refit --write"):
+        CitationChecker(None, weights=load_weights(path))
 
 
 # ---------------------------------------------------------------- metrics and the eval runner
@@ -350,6 +389,49 @@ def test_rag_eval_citations_explains_a_missing_pairs_file(tmp_path):
     assert out.returncode == 2 and "pairs.jsonl" in out.stderr
 
 
+def _tiny_claim_set(folder: Path) -> Path:
+    """Right claims, and the same claims with a changed number or name: 48 pairs, 24 groups."""
+    facts = [
+        ("7Bモデルは4bit量子化で約4GBのメモリで動く。", "7Bモデルは約4GBのメモリで動く。", "13Bモデルは約4GBのメモリで動く。"),
+        ("Ollamaの既定のポートは11434です。", "Ollamaのポートは11434です。", "Ollamaのポートは8080です。"),
+        ("RAGは検索した文書を根拠にして回答する手法です。", "RAGは検索した文書を根拠に回答する。", "RAGは検索しないで回答する。"),
+        ("太郎が花子を叩いた。", "花子を太郎が叩いた。", "花子が太郎を叩いた。"),
+        ("会議は2025年4月26日に開かれた。", "会議は2025年4月26日だった。", "会議は2024年4月26日だった。"),
+        ("東京駅から大阪駅まで新幹線で約2時間半かかる。", "東京から大阪まで新幹線で約2時間半。", "東京から大阪まで新幹線で約5時間。"),
+    ]
+    rows = []
+    for copy in range(4):
+        for i, (premise, right, wrong) in enumerate(facts):
+            group = f"fact{i}-{copy}"
+            premise = premise + "補足" * copy
+            rows.append({"premise": premise, "hypothesis": right, "label": "entailment", "pair_id": f"{group}:r", "meta": {"group": group}})
+            rows.append({"premise": premise, "hypothesis": wrong, "label": "contradiction", "pair_id": f"{group}:w", "meta": {"group": group}})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pairs.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
+    return folder
+
+
+def test_refit_writes_weights_the_checker_then_loads(tmp_path):
+    from pipeline.index.embedder import HashEmbedder
+    from pipeline.settings import Settings
+
+    shipped = FITTED_PATH.read_bytes()
+    data = _tiny_claim_set(tmp_path / "tiny")
+    out = tmp_path / "fitted.json"
+    settings = Settings(embed_model="hash:64", cache_dir=tmp_path / "models")  # no real model
+    result = refit({"tiny": str(data)}, write=True, cache=tmp_path / "cache", settings=settings, out=out)
+    assert FITTED_PATH.read_bytes() == shipped  # the shipped weights are left alone
+    assert json.loads(out.read_text("utf-8")) == result["fitted"]
+    weights = load_weights(out)
+    assert set(weights.models) == {"cheap", "embed"}
+    assert weights.models["cheap"] != load_weights().models["cheap"]
+    for ch in (CitationChecker(None, weights=weights), CitationChecker(None, embedder=HashEmbedder(64), weights=weights)):
+        assert ch.threshold == weights.thresholds[ch.mode]
+        right = ch.support("7Bモデルは4bit量子化で約4GBのメモリで動く。", "7Bモデルは約4GBのメモリで動く。")
+        wrong = ch.support("7Bモデルは4bit量子化で約4GBのメモリで動く。", "13Bモデルは約4GBのメモリで動く。")
+        assert wrong < ch.threshold <= right, ch.mode
+
+
 def test_shipped_claim_sets_are_small_and_attributed():
     for name in ("claims_jsquad", "claims_roles"):
         d = REPO / "benchmarks" / "data" / name
@@ -379,8 +461,13 @@ def test_adversarial_answers_get_the_right_verdicts_with_the_real_embedder():
         assert _labels(ch.check(answer, SOURCES)) == labels, answer
 
 
-@pytest.mark.parametrize("module", ["pipeline.answer.checker", "pipeline.answer.citations", "pipeline.answer.numbers",
-                                    "pipeline.evaluation.citations", "pipeline.evaluation.claims"])
+@pytest.mark.parametrize("module", [
+    "pipeline.check", "pipeline.check.analysis", "pipeline.check.checker", "pipeline.check.citations",
+    "pipeline.check.evidence", "pipeline.check.features", "pipeline.check.model", "pipeline.check.numbers",
+    "pipeline.check.policy", "pipeline.check.predicates", "pipeline.check.semantic", "pipeline.check.verdicts",
+    "pipeline.answer.judge", "pipeline.evaluation.citations", "pipeline.evaluation.claims",
+    "pipeline.evaluation.embed_cache",
+])
 def test_public_names_are_sorted_and_exist(module):
     import importlib
 

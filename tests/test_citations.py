@@ -2,8 +2,7 @@
 
 import pytest
 
-from pipeline.answer.citations import (
-    Source,
+from pipeline.check.citations import (
     claim_text,
     has_claim,
     parse_answer,
@@ -11,8 +10,8 @@ from pipeline.answer.citations import (
     source_sentences,
     span_in_chunk,
 )
-from pipeline.answer.numbers import extract_quantities, kanji_to_number, quantities_match, unmatched_quantities
-from pipeline.documents import Chunk
+from pipeline.check.numbers import extract_quantities, kanji_to_number, quantities_match, unmatched_quantities
+from pipeline.documents import Chunk, Source
 
 PARSE_TESTS = [
     # answer, [(sentence text, citations)]

@@ -1,8 +1,8 @@
 """Answers with `[n]` citations: split into sentences, parse the markers, map them to spans.
 
-The LLM sees its sources numbered ``[1] … [n]`` (`Source`) and writes an answer
-whose sentences end with markers such as ``[1]``, ``[1,3]``, ``[1][2]``,
-``［２］`` or ``【1-3】``. `parse_answer` splits the answer into sentences with the
+The LLM sees its sources numbered ``[1] … [n]`` (`pipeline.documents.Source`)
+and writes an answer whose sentences end with markers such as ``[1]``, ``[1,3]``,
+``[1][2]``, ``［２］`` or ``【1-3】``. `parse_answer` splits the answer into sentences with the
 Japanese-aware splitter (`pipeline.japanese.split_sentences`) and attaches
 each marker to the sentence it closes, also when the model puts it after the
 full stop (``…です。[1]``). The markers stay in `AnswerSentence.text`;
@@ -20,17 +20,17 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from pipeline.documents import Chunk, Source, Span
+from pipeline.documents import Chunk, Span
 from pipeline.japanese import split_sentences
 
 __all__ = [
     "AnswerSentence",
     "CITATION_MARKER",
-    "Source",
     "claim_text",
     "has_claim",
     "parse_answer",
     "parse_citation_numbers",
+    "sentence_spans",
     "source_sentences",
     "span_in_chunk",
 ]
@@ -133,10 +133,15 @@ def parse_answer(answer: str) -> list[AnswerSentence]:
     return out
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of a source text; a text the splitter finds no sentence in is one sentence."""
+    spans = split_sentences(text)
+    return spans or ([(0, len(text))] if text.strip() else [])
+
+
 def source_sentences(chunk: Chunk) -> list[tuple[int, int]]:
     """Sentence spans inside `chunk.text` (offsets relative to the chunk)."""
-    spans = split_sentences(chunk.text)
-    return spans or ([(0, len(chunk.text))] if chunk.text.strip() else [])
+    return sentence_spans(chunk.text)
 
 
 def span_in_chunk(chunk: Chunk, start: int, end: int) -> Span:

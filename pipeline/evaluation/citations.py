@@ -6,15 +6,16 @@ pair with `CitationChecker.support` and reports AUROC (supported vs not), and at
 checker's threshold the accuracy and the precision / recall of "unsupported", plus the
 seconds per pair.
 
-The fitted weights of the checker (`pipeline.answer.checker.FITTED`) come from `refit`:
-features on the *tune* half of each dataset (JNLI valid, claims_jsquad, claims_roles; halves
-by a hash of the article or pair id, `split_of`), a class- and dataset-balanced logistic
-regression in numpy, reported on the *holdout* half::
+The checker's fitted weights (``pipeline/check/fitted.json``) come from `refit`: features
+on the *tune* half of each dataset (JNLI valid, claims_jsquad, claims_roles; halves by a
+hash of the article or pair id, `split_of`), a class- and dataset-balanced logistic
+regression (scikit-learn), reported on the *holdout* half::
 
-    python -m pipeline.evaluation.citations refit --write      # rewrites FITTED in checker.py
+    python -m pipeline.evaluation.citations refit --write      # rewrites pipeline/check/fitted.json
 
-Embeddings computed for the fit are cached under ``$RAG_CITATION_CACHE`` (default
-``/tmp/rag-citation-cache``).
+Embeddings computed for the fit are cached with the rest of evaluation's
+(`pipeline.evaluation.embed_cache`); the feature table and the judge's answers under
+``$RAG_CITATION_CACHE`` (default ``/tmp/rag-citation-cache``).
 """
 
 from __future__ import annotations
@@ -26,17 +27,24 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from pipeline.check.model import JudgeModel, LinearModel
+    from pipeline.index.embedder import Embedder
+    from pipeline.settings import Settings
+
 __all__ = [
-    "CachingEmbedder",
     "CitationEval",
     "auroc",
+    "best_threshold",
     "classification",
     "evaluate",
+    "feature_table",
     "fit_logistic",
+    "fit_quadratic",
     "load_pairs",
     "refit",
     "run_eval",
@@ -74,23 +82,13 @@ def split_of(pair: dict) -> str:
 
 
 def auroc(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """Area under the ROC curve (ties count one half); labels 1 = positive."""
-    y = np.asarray(labels, dtype=float)
-    s = np.asarray(scores, dtype=float)
-    n_pos, n_neg = y.sum(), len(y) - y.sum()
-    if n_pos == 0 or n_neg == 0:
+    """Area under the ROC curve (ties count one half); labels 1 = positive; NaN with one class."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(labels, dtype=int)
+    if len(np.unique(y)) < 2:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s))
-    sorted_s = s[order]
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y, np.asarray(scores, dtype=float)))
 
 
 @dataclass(frozen=True)
@@ -153,7 +151,7 @@ def evaluate(checker, pairs: Sequence[dict], progress: Callable[[int], None] | N
 def run_eval(settings, data_dir: str | Path, limit: int | None = None, split: str = "all",
              use_embedder: bool = True, judge=None, progress=None) -> CitationEval:
     """What `rag eval citations` runs: load the pairs, build the checker, evaluate."""
-    from pipeline.answer.checker import CitationChecker
+    from pipeline.check import CitationChecker
 
     pairs = load_pairs(data_dir, limit=limit, split=split)
     embedder = None
@@ -171,84 +169,25 @@ def run_eval(settings, data_dir: str | Path, limit: int | None = None, split: st
 # --------------------------------------------------------------------------
 
 
-class CachingEmbedder:
-    """Wraps an `Embedder`; remembers passage vectors by text, persisted to an .npz file."""
+def fit_logistic(X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1.0) -> dict:
+    """Weighted, L2-regularized logistic regression on standardized X (intercept not penalized).
 
-    def __init__(self, inner, path: Path):
-        self.inner = inner
-        self.name = inner.name
-        self.dim = inner.dim
-        self.path = path
-        self.cache: dict[str, np.ndarray] = {}
-        if path.exists():
-            data = np.load(path, allow_pickle=False)
-            for k, v in zip(data["keys"], data["vectors"]):
-                self.cache[str(k)] = v
-        self.dirty = False
+    Minimizes sum(w_i · loss_i) + l2/2 · |coef|² with `w` rescaled to sum to len(w);
+    returns the standardization and the coefficients per standardized unit.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
 
-    @staticmethod
-    def _key(text: str) -> str:
-        return hashlib.sha1(text.encode()).hexdigest()
-
-    def warm(self, texts: Iterable[str], batch: int = 256) -> None:
-        todo = list(dict.fromkeys(t for t in texts if self._key(t) not in self.cache))
-        for i in range(0, len(todo), batch):
-            part = todo[i:i + batch]
-            for t, v in zip(part, self.inner.embed_passages(part)):
-                self.cache[self._key(t)] = np.asarray(v, dtype=np.float32)
-            self.dirty = True
-            print(f"  embedded {min(i + batch, len(todo))}/{len(todo)}", file=sys.stderr)
-        self.save()
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        missing = [t for t in texts if self._key(t) not in self.cache]
-        if missing:
-            for t, v in zip(missing, self.inner.embed_passages(missing)):
-                self.cache[self._key(t)] = np.asarray(v, dtype=np.float32)
-            self.dirty = True
-        return np.stack([self.cache[self._key(t)] for t in texts]) if texts else np.zeros((0, self.dim))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        return self.inner.embed_query(text)
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def save(self) -> None:
-        if not self.dirty:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self.cache), dtype="U40")
-        vecs = np.stack(list(self.cache.values()))
-        tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, keys=keys, vectors=vecs)
-        os.replace(tmp, self.path)
-        self.dirty = False
-
-
-def fit_logistic(X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float = 1.0, iters: int = 50) -> dict:
-    """Weighted, L2-regularized logistic regression by Newton's method on standardized X."""
-    mean = X.mean(axis=0)
-    scale = X.std(axis=0)
-    scale[scale == 0] = 1.0
-    Z = np.hstack([(X - mean) / scale, np.ones((len(X), 1))])
-    beta = np.zeros(Z.shape[1])
-    reg = np.full(Z.shape[1], l2)
-    reg[-1] = 0.0
+    scaler = StandardScaler().fit(X)
     w = w / w.sum() * len(w)
-    for _ in range(iters):
-        p = 1 / (1 + np.exp(-Z @ beta))
-        g = Z.T @ (w * (p - y)) + reg * beta
-        H = (Z * (w * p * (1 - p))[:, None]).T @ Z + np.diag(reg)
-        step = np.linalg.solve(H, g)
-        beta -= step
-        if np.abs(step).max() < 1e-8:
-            break
+    # newton-cholesky: exact Newton steps, as the problem is small and smooth.
+    lr = LogisticRegression(C=1.0 / l2, solver="newton-cholesky", tol=1e-10, max_iter=100)
+    lr.fit(scaler.transform(X), y, sample_weight=w)
     return {
-        "mean": [round(float(v), 6) for v in mean],
-        "scale": [round(float(v), 6) for v in scale],
-        "coef": [round(float(v), 6) for v in beta[:-1]],
-        "intercept": round(float(beta[-1]), 6),
+        "mean": [round(float(v), 6) for v in scaler.mean_],
+        "scale": [round(float(v), 6) for v in scaler.scale_],
+        "coef": [round(float(v), 6) for v in lr.coef_[0]],
+        "intercept": round(float(lr.intercept_[0]), 6),
     }
 
 
@@ -263,24 +202,22 @@ def _balanced_weights(y: np.ndarray, ds: np.ndarray) -> np.ndarray:
     return w
 
 
-def _best_threshold(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
-    """The threshold maximizing weighted balanced accuracy."""
-    best, best_t = -1.0, 0.5
-    for t in np.linspace(0.05, 0.95, 91):
-        pred = s >= t
-        acc = float(np.sum(w * (pred == y.astype(bool))) / w.sum())
-        if acc > best:
-            best, best_t = acc, float(t)
-    return round(best_t, 2)
+def best_threshold(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
+    """The threshold, on a grid of 0.05 … 0.95 by 0.01, maximizing weighted balanced accuracy."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    grid = np.linspace(0.05, 0.95, 91)
+    accs = [balanced_accuracy_score(y.astype(bool), s >= t, sample_weight=w) for t in grid]
+    return round(float(grid[int(np.argmax(accs))]), 2)
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("RAG_CITATION_CACHE", "/tmp/rag-citation-cache"))
 
 
-def judge_cache_path(backend: str) -> Path:
+def judge_cache_path(backend: str, cache: Path | None = None) -> Path:
     """Where `benchmarks/checker_cost.py --judge` keeps the judge's P(はい) per pair."""
-    return cache_dir() / f"judge_{backend}.json"
+    return (cache or cache_dir()) / f"judge_{backend}.json"
 
 
 def _pair_key(p: dict) -> str:
@@ -288,9 +225,9 @@ def _pair_key(p: dict) -> str:
 
 
 def _fit_judge(pairs, base: np.ndarray, y: np.ndarray, tune: np.ndarray, ds: np.ndarray, judged: dict,
-               band: tuple[float, float], model: dict | None = None) -> tuple[dict | None, dict]:
+               band: tuple[float, float], model: "JudgeModel | None" = None) -> "tuple[JudgeModel | None, dict]":
     """Fit sigmoid(a·logit(p_base) + b·logit(p_judge) + c) on judged tune pairs in the band."""
-    from pipeline.answer.checker import _logit
+    from pipeline.check.model import JudgeModel, logit
 
     have = np.array([_pair_key(p) in judged for p in pairs])
     if not have.any():
@@ -301,27 +238,20 @@ def _fit_judge(pairs, base: np.ndarray, y: np.ndarray, tune: np.ndarray, ds: np.
     if fit_sel.sum() < 10 and model is None:
         return None, {}
     if model is None:
-        Z = np.column_stack([[_logit(v) for v in base[fit_sel]], [_logit(v) for v in pj[fit_sel]]])
+        Z = np.column_stack([[logit(v) for v in base[fit_sel]], [logit(v) for v in pj[fit_sel]]])
         w = _balanced_weights(y[fit_sel], ds[fit_sel])
         m = fit_logistic(Z, y[fit_sel], w)
         # back to raw logits: coef/scale, intercept - sum(coef*mean/scale)
         coef = [m["coef"][k] / m["scale"][k] for k in range(2)]
         intercept = m["intercept"] - sum(m["coef"][k] * m["mean"][k] / m["scale"][k] for k in range(2))
-        model = {"coef": [round(c, 6) for c in coef], "intercept": round(intercept, 6)}
-    coef = model["coef"]
+        model = JudgeModel((round(coef[0], 6), round(coef[1], 6)), round(intercept, 6))
     report = {}
     for name in np.unique(ds):
         for half, hm in (("tune", tune), ("holdout", ~tune)):
             sel = have & hm & (ds == name)
             if sel.sum() < 5:
                 continue
-            comb = []
-            for b, j in zip(base[sel], pj[sel]):
-                if band[0] <= b <= band[1]:
-                    z = model["intercept"] + coef[0] * _logit(b) + coef[1] * _logit(j)
-                    comb.append(1 / (1 + np.exp(-z)))
-                else:
-                    comb.append(b)
+            comb = [model.combine(b, j) if band[0] <= b <= band[1] else b for b, j in zip(base[sel], pj[sel])]
             report[f"{name}/{half}"] = {
                 "n": int(sel.sum()),
                 "judge_calls": int((inband & sel).sum()),
@@ -343,125 +273,145 @@ DEFAULT_SETS = {
 
 
 def feature_table(checker, pairs: Sequence[dict]) -> np.ndarray:
-    from pipeline.answer.checker import FEATURES
-
-    names = FEATURES[checker.mode]
+    """One row per pair: the checker's features in the order its fitted model reads them."""
     rows = []
     for p in pairs:
         f = checker.features(p["premise"], p["hypothesis"])
-        rows.append([f[n] for n in names])
+        rows.append([f[n] for n in checker.feature_names])
     return np.asarray(rows, dtype=float)
 
 
-def refit(sets: dict[str, str] = DEFAULT_SETS, write: bool = False, cache: Path | None = None) -> dict:
-    """Fit `FITTED` (cheap and embed modes) on the tune halves; report both halves."""
-    from pipeline.answer import checker as ck
-    from pipeline.index.embedder import load_embedder
+def fit_quadratic(X: np.ndarray, y: np.ndarray, w: np.ndarray, names: Sequence[str]) -> "LinearModel":
+    """The checker's model for features `names`: a logistic regression on the dense features
+    standardized and their pairwise products, plus the sparse mismatch features, each of
+    which costs at least `MISMATCH_PRIOR` logits."""
+    from pipeline.check.features import SPARSE_FEATURES
+    from pipeline.check.model import MISMATCH_PRIOR, LinearModel, expand_quadratic
+
+    dense = [i for i, n in enumerate(names) if n not in SPARSE_FEATURES]
+    sparse = [i for i, n in enumerate(names) if n in SPARSE_FEATURES]
+    base_scale = X[:, dense].std(axis=0)
+    base_scale[base_scale == 0] = 1.0
+    shape = LinearModel(
+        features=tuple(names), mean=(), scale=(), coef=(), intercept=0.0, quadratic=True,
+        dense=tuple(dense), sparse=tuple(sparse),
+        base_mean=tuple(round(float(v), 6) for v in X[:, dense].mean(axis=0)),
+        base_scale=tuple(round(float(v), 6) for v in base_scale),
+    )
+    fit = fit_logistic(np.array([expand_quadratic(row, shape) for row in X]), y, w, l2=QUADRATIC_L2)
+    # coef is per standardized unit: a mismatch of one costs coef/scale logits.
+    n_dense = len(fit["coef"]) - len(sparse)
+    coef = [c if j < n_dense else round(min(c, -MISMATCH_PRIOR * fit["scale"][j]), 6) for j, c in enumerate(fit["coef"])]
+    return LinearModel(
+        features=shape.features, mean=tuple(fit["mean"]), scale=tuple(fit["scale"]), coef=tuple(coef),
+        intercept=fit["intercept"], quadratic=True, dense=shape.dense, sparse=shape.sparse,
+        base_mean=shape.base_mean, base_scale=shape.base_scale,
+    )
+
+
+def _current_judge() -> "JudgeModel":
+    """The judge combination shipped now (the prior when fitted.json cannot be read)."""
+    from pipeline.check.model import JUDGE_PRIOR, load_weights
+    from pipeline.errors import ModelUnavailable
+
+    try:
+        return load_weights().judge
+    except ModelUnavailable:
+        return JUDGE_PRIOR
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"  embedded {done}/{total}", file=sys.stderr)
+
+
+def refit(sets: dict[str, str] = DEFAULT_SETS, write: bool = False, cache: Path | None = None,
+          settings: "Settings | None" = None, out: Path | None = None, embedder: "Embedder | None" = None) -> dict:
+    """Fit the checker's weights (cheap and embed modes) on the tune halves; report both halves.
+
+    With `write`, the weights go to `out` (default: the shipped ``pipeline/check/fitted.json``).
+    `settings` choose the embedder (default: `load_settings()`); `embedder` replaces it.
+    """
+    from pipeline.check import CitationChecker
+    from pipeline.check.checker import JUDGE_BAND
+    from pipeline.check.citations import claim_text, sentence_spans
+    from pipeline.check.evidence import evidence_spans
+    from pipeline.check.features import CHEAP_FEATURES
+    from pipeline.check.model import (
+        FITTED_PATH,
+        JUDGE_MIN_FIT,
+        JUDGE_PRIOR,
+        FittedWeights,
+        linear_probability,
+        save_weights,
+    )
+    from pipeline.evaluation.embed_cache import CachingEmbedder, open_vector_cache
     from pipeline.settings import load_settings
 
     cache = cache or cache_dir()
-    settings = load_settings()
-    inner = load_embedder(settings)
-    emb = CachingEmbedder(inner, cache / (hashlib.sha1(inner.name.encode()).hexdigest()[:12] + ".npz"))
+    cache.mkdir(parents=True, exist_ok=True)
+    settings = settings or load_settings()
+    emb = CachingEmbedder(settings, open_vector_cache(settings), inner=embedder)
     pairs, ds_names = [], []
     for name, folder in sets.items():
         ps = load_pairs(folder)
         pairs += ps
         ds_names += [name] * len(ps)
-    checker = ck.CitationChecker(settings, embedder=emb)
+    # No weights: the features do not depend on them, and refit must work when fitted.json is broken.
+    checker = CitationChecker(settings, embedder=emb, weights=FittedWeights())
     # Warm the embedding cache in large batches: claims and evidence sentences.
     texts = []
     for p in pairs:
-        texts.append(ck.claim_text(p["hypothesis"]))
-        texts += [p["premise"][s:e] for s, e in ck._sentence_spans(p["premise"]) if not ck.is_instruction(p["premise"][s:e])]
-    emb.warm(texts)
+        texts.append(claim_text(p["hypothesis"]))
+        texts += [p["premise"][s:e] for s, e in evidence_spans(p["premise"])]
+    emb.warm(texts, progress=_progress)
     X = feature_table(checker, pairs)
-    emb.save()
-    np.savez(cache / "features.npz", X=X, names=np.array(ck.FEATURES["embed"]),
-             y=np.array([int(p["label"] == "entailment") for p in pairs]), ds=np.array(ds_names),
-             tune=np.array([split_of(p) == "tune" for p in pairs]),
-             sentences=np.array([len(ck._sentence_spans(p["premise"])) for p in pairs]))
     y = np.array([int(p["label"] == "entailment") for p in pairs])
     ds = np.array(ds_names)
     tune = np.array([split_of(p) == "tune" for p in pairs])
-    n_cheap = len(ck.CHEAP_FEATURES)
-    fitted = {"cheap": None, "embed": None, "judge": ck.FITTED.get("judge"), "threshold": {}}
+    np.savez(cache / "features.npz", X=X, names=np.array(checker.feature_names), y=y, ds=ds, tune=tune,
+             sentences=np.array([len(sentence_spans(p["premise"])) for p in pairs]))
+    n_cheap = len(CHEAP_FEATURES)
+    models, thresholds = {}, {}
     report: dict = {}
     for mode, cols in (("cheap", slice(0, n_cheap)), ("embed", slice(None))):
         w = _balanced_weights(y[tune], ds[tune])
-        Xm = X[:, cols]
-        names = ck.FEATURES[mode]
-        dense = [i for i, n in enumerate(names) if n not in ck.SPARSE_FEATURES]
-        sparse = [i for i, n in enumerate(names) if n in ck.SPARSE_FEATURES]
-        base_mean = Xm[tune][:, dense].mean(axis=0)
-        base_scale = Xm[tune][:, dense].std(axis=0)
-        base_scale[base_scale == 0] = 1.0
-        model = {
-            "quadratic": True,
-            "dense": dense,
-            "sparse": sparse,
-            "base_mean": [round(float(v), 6) for v in base_mean],
-            "base_scale": [round(float(v), 6) for v in base_scale],
-        }
-        XX = np.array([ck.expand_quadratic(row, model) for row in Xm])
-        model.update(fit_logistic(XX[tune], y[tune], w, l2=QUADRATIC_L2))
-        # Each mismatch costs at least MISMATCH_PRIOR logits (coef is per standardized unit).
-        for k in range(len(sparse)):
-            j = len(model["coef"]) - len(sparse) + k
-            model["coef"][j] = round(min(model["coef"][j], -ck.MISMATCH_PRIOR * model["scale"][j]), 6)
-        fitted[mode] = model
-        s = np.array([ck.linear_probability(model, row) for row in X[:, cols]])
-        fitted["threshold"][mode] = _best_threshold(y[tune], s[tune], w)
+        names = checker.feature_names[cols]
+        model = fit_quadratic(X[tune][:, cols], y[tune], w, names)
+        models[mode] = model
+        s = np.array([linear_probability(model, row) for row in X[:, cols]])
+        thresholds[mode] = best_threshold(y[tune], s[tune], w)
         for name in sets:
             for half, m in (("tune", tune), ("holdout", ~tune)):
                 sel = m & (ds == name)
                 r = {"n": int(sel.sum()), "auroc": round(auroc(y[sel], s[sel]), 4)}
-                r.update({k: round(v, 4) for k, v in classification(y[sel], s[sel], fitted["threshold"][mode]).items()})
+                r.update({k: round(v, 4) for k, v in classification(y[sel], s[sel], thresholds[mode]).items()})
                 report.setdefault(mode, {}).setdefault(name, {})[half] = r
     # Single-feature baselines on the holdout halves, for the report.
-    names = ck.FEATURES["embed"]
     base = {}
-    for j, n in enumerate(names):
-        base[n] = {name: round(auroc(y[~tune & (ds == name)], X[~tune & (ds == name), j] * (-1 if n.endswith(("mismatch", "conflict", "nouns", "preds", "words", "missing")) else 1)), 4) for name in sets}
+    for j, n in enumerate(checker.feature_names):
+        sign = -1 if n.endswith(("mismatch", "conflict", "nouns", "preds", "words", "missing")) else 1
+        base[n] = {name: round(auroc(y[~tune & (ds == name)], X[~tune & (ds == name), j] * sign), 4) for name in sets}
     report["single_features_holdout"] = base
-    judge_path = judge_cache_path(getattr(settings, "llm_backend", "embedded"))
+    judge = _current_judge()
+    judge_path = judge_cache_path(settings.llm_backend, cache)
     if judge_path.exists():
         judged = json.loads(judge_path.read_text("utf-8"))
-        s_embed = np.array([ck.linear_probability(fitted["embed"], row) for row in X])
-        model, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, ck.JUDGE_BAND)
+        s_embed = np.array([linear_probability(models["embed"], row) for row in X])
+        model, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, JUDGE_BAND)
         n_fit = sum(1 for k, p in enumerate(pairs) if tune[k] and _pair_key(p) in judged
-                    and ck.JUDGE_BAND[0] <= s_embed[k] <= ck.JUDGE_BAND[1])
-        report["judge_fit"] = {"fitted": model, "tune_pairs_in_band": n_fit, "min": ck.JUDGE_MIN_FIT}
-        if model and n_fit >= ck.JUDGE_MIN_FIT:
-            fitted["judge"] = model
+                    and JUDGE_BAND[0] <= s_embed[k] <= JUDGE_BAND[1])
+        report["judge_fit"] = {"fitted": model.to_dict() if model else None, "tune_pairs_in_band": n_fit,
+                               "min": JUDGE_MIN_FIT}
+        if model and n_fit >= JUDGE_MIN_FIT:
+            judge = model
         else:  # too few judged pairs: keep the prior, report what it does
-            fitted["judge"] = ck.JUDGE_PRIOR
-            _, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, ck.JUDGE_BAND, model=ck.JUDGE_PRIOR)
+            judge = JUDGE_PRIOR
+            _, jrep = _fit_judge(pairs, s_embed, y, tune, ds, judged, JUDGE_BAND, model=JUDGE_PRIOR)
         report["judge"] = jrep
+    weights = FittedWeights(models, thresholds, judge)
     if write:
-        _write_fitted(fitted)
-    return {"fitted": fitted, "report": report}
-
-
-def _write_fitted(fitted: dict) -> None:
-    from pipeline.answer import checker as ck
-
-    path = Path(ck.__file__)
-    src = path.read_text(encoding="utf-8")
-    a = src.index("# BEGIN FITTED\n") + len("# BEGIN FITTED\n")
-    b = src.index("# END FITTED")
-    lines = ["FITTED: dict = {"]
-    for key, value in fitted.items():
-        if isinstance(value, dict) and any(isinstance(v, list) and len(v) > 8 for v in value.values()):
-            lines.append(f"    {json.dumps(key)}: {{")
-            for k, v in value.items():
-                lines.append(f"        {json.dumps(k)}: {json.dumps(v)},")
-            lines.append("    },")
-        else:
-            lines.append(f"    {json.dumps(key)}: {json.dumps(value)},")
-    lines.append("}")
-    body = "\n".join(lines).replace(": true,", ": True,").replace(": false,", ": False,") + "\n"
-    path.write_text(src[:a] + body + src[b:], encoding="utf-8")
+        save_weights(weights, out or FITTED_PATH)
+    return {"fitted": weights.to_dict(), "report": report}
 
 
 def _main(argv: list[str]) -> None:  # pragma: no cover - a maintenance command
@@ -470,7 +420,7 @@ def _main(argv: list[str]) -> None:  # pragma: no cover - a maintenance command
     ap = argparse.ArgumentParser(prog="python -m pipeline.evaluation.citations")
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("refit", help="fit the checker's weights on the tune halves")
-    r.add_argument("--write", action="store_true", help="rewrite FITTED in pipeline/answer/checker.py")
+    r.add_argument("--write", action="store_true", help="rewrite pipeline/check/fitted.json")
     args = ap.parse_args(argv)
     if args.cmd == "refit":
         out = refit(write=args.write)

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-import numpy as np
-
 from pipeline.evaluation.datasets import CorpusDoc, RetrievalDataset, load_retrieval_dataset
+from pipeline.evaluation.embed_cache import CachingEmbedder, open_vector_cache
 from pipeline.evaluation.metrics import dedupe, mean_scores, percentile, score_query
 
 if TYPE_CHECKING:
@@ -49,7 +47,6 @@ DOC_FORMAT_VERSION = 1  # bump when render_document / doc_filename change
 DEPTH = 10  # documents needed per question (the deepest cutoff)
 CHUNK_DEPTH = 50  # chunks asked for first; doubled while fewer than DEPTH documents come back
 META_FILE = "eval-index.json"
-VECTOR_CACHE = "vectors.sqlite3"
 ALL_RETRIEVERS = ("bm25", "dense", "hybrid")
 WARM_UP_QUESTION = "検索の準備はできていますか？"
 
@@ -120,97 +117,6 @@ def _write_if_changed(path: Path, text: str) -> None:
     except FileNotFoundError:
         pass
     path.write_bytes(data)
-
-
-# --------------------------------------------------------------------------- vector cache
-
-
-class VectorCache:
-    """Passage vectors by sha256(model, prefix, text) in one SQLite file."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=60)
-        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vec BLOB)")
-
-    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for i in range(0, len(keys), 500):
-            part = list(keys[i : i + 500])
-            rows = self.db.execute(
-                f"SELECT key, vec FROM vectors WHERE key IN ({','.join('?' * len(part))})", part
-            )
-            out.update((k, np.frombuffer(v, dtype=np.float32)) for k, v in rows)
-        return out
-
-    def put(self, items: dict[str, np.ndarray]) -> None:
-        self.db.executemany(
-            "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-            [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-        )
-        self.db.commit()
-
-
-class CachingEmbedder:
-    """An Embedder whose model loads on first use and whose passage vectors are cached.
-
-    Query vectors are kept for the run (the same question is asked of dense and hybrid)
-    together with the time the model took; a reused vector adds that time to
-    `replayed_s`, so measured latencies still include one embedding per question.
-    """
-
-    def __init__(self, settings: "Settings", cache: VectorCache | None):
-        self.settings = settings
-        self.cache = cache
-        self.name = settings.embed_model
-        self._inner: "Embedder | None" = None
-        self._queries: dict[str, tuple[np.ndarray, float]] = {}
-        self.replayed_s = 0.0
-        self.computed = 0  # passage vectors the model computed (not found in the cache)
-
-    @property
-    def inner(self) -> "Embedder":
-        if self._inner is None:
-            from pipeline.index.embedder import load_embedder
-
-            self._inner = load_embedder(self.settings)
-        return self._inner
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def count_tokens(self, text: str) -> int:
-        return self.inner.count_tokens(text)
-
-    def embed_query(self, text: str) -> np.ndarray:
-        hit = self._queries.get(text)
-        if hit is not None:
-            self.replayed_s += hit[1]
-            return hit[0]
-        t0 = time.perf_counter()
-        vector = self.inner.embed_query(text)
-        self._queries[text] = (vector, time.perf_counter() - t0)
-        return vector
-
-    def _key(self, text: str) -> str:
-        raw = f"{self.name}\0{self.settings.embed_passage_prefix}\0{text}"
-        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
-        if self.cache is None:
-            self.computed += len(texts)
-            return self.inner.embed_passages(texts)
-        keys = [self._key(t) for t in texts]
-        have = self.cache.get(keys)
-        todo = [i for i, k in enumerate(keys) if k not in have]
-        if todo:
-            fresh = self.inner.embed_passages([texts[i] for i in todo])
-            self.computed += len(todo)
-            new = {keys[i]: v for i, v in zip(todo, fresh)}
-            self.cache.put(new)
-            have.update(new)
-        return np.stack([have[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
 
 
 # --------------------------------------------------------------------------- the index
@@ -344,8 +250,7 @@ def eval_index(
     """
     from pipeline.index.snapshot import IndexSnapshot
 
-    cache = VectorCache(Path(settings.cache_dir) / "eval" / VECTOR_CACHE)
-    embedder = CachingEmbedder(settings, cache)
+    embedder = CachingEmbedder(settings, open_vector_cache(settings))
     prepared = prepare_index(ds, settings, embedder, progress)
     snapshot = IndexSnapshot(
         eval_settings(settings, prepared.index_dir), prepared.index_dir, embedder=embedder
@@ -428,8 +333,7 @@ def evaluate_retrieval(
         if f not in FUSIONS:
             raise ValueError(f"unknown fusion {f!r}: choose one of {', '.join(sorted(FUSIONS))}")
     ds = load_retrieval_dataset(Path(data_dir), limit=limit)
-    cache = VectorCache(Path(settings.cache_dir) / "eval" / VECTOR_CACHE)
-    embedder = CachingEmbedder(settings, cache)
+    embedder = CachingEmbedder(settings, open_vector_cache(settings))
     prepared = prepare_index(ds, settings, embedder, progress)
     index = IndexSnapshot(
         eval_settings(settings, prepared.index_dir), prepared.index_dir, embedder=embedder
