@@ -328,7 +328,7 @@ def eval_citations(
     judge = None
     if llm_judge:
         from pipeline.answer.backends import load_backend
-        from pipeline.answer.checker import llm_judge as make_judge
+        from pipeline.answer.judge import llm_judge as make_judge
 
         judge = make_judge(load_backend(settings))
     progress = None if as_json else (lambda n: typer.echo(f"  {n} 組…", err=True))
