@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-import pipeline
 from pipeline.cli import app
 
 HEAVY = ("torch", "sentence_transformers", "chromadb", "llama_cpp", "fugashi", "transformers", "llama_index")
@@ -33,12 +32,6 @@ def _commands(typer_app, prefix=""):
 @pytest.mark.parametrize("name,cmd", list(_commands(app)))
 def test_every_command_has_help_with_an_example(name, cmd):
     assert cmd.help and "例: rag " in cmd.help, name
-
-
-def test_public_names_are_exported_sorted():
-    assert pipeline.__all__ == sorted(pipeline.__all__)
-    for name in pipeline.__all__:
-        assert hasattr(pipeline, name)
 
 
 def test_missing_index_exits_3_with_a_japanese_message(tmp_path):

@@ -127,7 +127,9 @@ def test_sentence_splits_fall_on_morpheme_boundaries(analyzer, text):
     morphemes = analyzer.morphemes(text)
     starts = {m.start for m in morphemes}
     ends = {m.end for m in morphemes}
-    for s, e in split_sentences(text):
+    spans = split_sentences(text)
+    assert spans
+    for s, e in spans:
         assert s in starts, (s, text[s : s + 10])
         assert e in ends, (e, text[e - 10 : e])
 
@@ -208,13 +210,13 @@ MORPHEME_TEXTS = [
     "全角\u3000スペースと\tタブ\r\n改行\r🤖",
     "ｶﾞｷﾞ ７Ｂ ㍻",
     "NUL\x00を含む",
-    "",
 ]
 
 
 @pytest.mark.parametrize("text", MORPHEME_TEXTS)
 def test_morpheme_offsets_slice_back_to_surfaces(analyzer, text):
     morphemes = analyzer.morphemes(text)
+    assert morphemes
     pos = 0
     for m in morphemes:
         assert isinstance(m, Morpheme)
@@ -224,6 +226,13 @@ def test_morpheme_offsets_slice_back_to_surfaces(analyzer, text):
         assert text[pos : m.start].replace("\x00", "").strip() == ""
         pos = m.end
     assert text[pos:].strip() == ""
+
+
+@pytest.mark.parametrize("text", ["", " \n\t\u3000\n"])
+def test_empty_or_blank_text_has_no_morphemes_sentences_or_tokens(analyzer, text):
+    assert analyzer.morphemes(text) == []
+    assert analyzer.sentences(text) == [] == split_sentences(text)
+    assert analyzer.count_tokens(text) == 0
 
 
 WHITESPACE = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]
@@ -369,7 +378,9 @@ def test_generated_morpheme_offsets_slice_back_to_surfaces(text):
     for m in analyzer.morphemes(text):
         assert text[m.start : m.end] == m.surface
         assert pos <= m.start
+        assert text[pos : m.start].strip() == ""  # only whitespace is skipped
         pos = m.end
+    assert text[pos:].strip() == ""
 
 
 @settings(max_examples=100, deadline=None)
@@ -384,7 +395,9 @@ def test_analyzer_sentences_never_cut_inside_a_morpheme(text):
         assert pos <= s < e <= len(text)
         assert text[s:e] == text[s:e].strip()
         assert s in starts and e in ends
+        assert text[pos:s].strip() == ""  # nothing but whitespace falls between sentences
         pos = e
+    assert text[pos:].strip() == ""
 
 
 # --------------------------------------------------------------------------

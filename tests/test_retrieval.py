@@ -106,6 +106,7 @@ def test_deleted_document_disappears_from_bm25_and_dense_alike(fresh_index, note
     index = open_index(fresh_index)
     for retriever in ("bm25", "dense", "hybrid"):
         hits = search(index, query, k=10, retriever=retriever)
+        assert hits or retriever == "bm25", retriever  # dense always ranks the notes left
         assert all(h.chunk.path != gone for h in hits), retriever
     assert not ChromaStore(fresh_index, Path(fresh_index.index_dir)).existing(sorted(gone_ids))
 
@@ -373,7 +374,7 @@ def test_no_second_hop_when_switched_off_or_nothing_is_left_to_find(hop_index):
     plain = hop_index.settings.model_copy(update={"follow_links": False})
     hop_index.settings = plain
     hits = search(hop_index, HOP_QUESTION, k=4, retriever="hybrid")
-    assert all(h.linked_from is None for h in hits)
+    assert hits and all(h.linked_from is None for h in hits)
     hop_index.settings = plain.model_copy(update={"follow_links": True})
     # Single-hop: the top hit holds every word of the question, so the note it names stays put.
     hits = search(hop_index, "川島明はどこに所属している？", k=4, retriever="hybrid")
