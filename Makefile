@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 DEMO_INDEX := indexes/demo
 DEMO_QUESTION := Ollamaの既定のポート番号は？
 
-.PHONY: setup models demo test bench clean
+.PHONY: setup models demo test bench clean train-checker
 
 setup: $(VENV)/.installed models
 
@@ -39,6 +39,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q --nbmake --nbmake-timeout=1800 tests notebooks
+
+# The citation checker's entailment model (pipeline/check/entailment/): CPU, 2 threads, seeded,
+# about an hour on a quiet 2-core machine. TRAIN_ARGS="--dry-run" prints counts and the projection only.
+train-checker: $(VENV)/.installed
+	OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(PY) -m pipeline.evaluation.train_checker $(TRAIN_ARGS)
 
 bench: setup
 	$(PY) benchmarks/ingest.py
