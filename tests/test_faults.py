@@ -392,3 +392,80 @@ def test_quiet_ingest_failure_is_logged_as_a_line_and_exits_non_zero(tmp_path, n
     assert out.returncode == 2
     line = log_line(out.stdout)
     assert line["status"] == "error" and line["exit_code"] == 2 and "埋め込みモデル" in line["error"]
+
+
+# ------------------------------------------------------- a repair killed, a full disk
+
+REPAIR_KILLS = ("after_marker", "before_snapshot_rename", "before_manifest", "after_manifest", "during_sweep")
+
+
+@pytest.mark.parametrize("point", REPAIR_KILLS)
+def test_killed_repair_of_a_damaged_index_is_completed_by_the_next_run(point, forks, corpus_dir, template_a, tmp_path):
+    """A cut manifest makes the ingest rebuild from the notes; killed, the next run finishes."""
+    from pipeline.errors import IndexCorrupt
+
+    index_dir = tmp_path / "index"
+    a = write_corpus(corpus_dir, "A")
+    shutil.copytree(template_a, index_dir)
+    manifest = index_dir / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
+    settings = hash_settings(index_dir)
+
+    assert forks(index_dir, [corpus_dir], fault=f"{point}:1") == -9, f"{point}: the hook did not fire"
+    if point in COMMITTED:
+        check_index(settings, a, final=False)  # the repaired manifest is committed
+    else:
+        with pytest.raises(IndexCorrupt, match="manifest.json"):
+            open_index(settings)  # still the damaged one: named, not a traceback
+    run = Ingestor(settings, index_dir).run([corpus_dir])
+    assert run.documents == len(a) and not run.skipped
+    check_index(settings, a, final=True)
+
+
+def _file_size_limit(limit: int):
+    """preexec_fn: writes past `limit` bytes fail with EFBIG (SIGXFSZ ignored), as on a full disk."""
+    import resource
+    import signal
+
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("where", ["chunk file", "chroma"])
+def test_full_disk_during_ingest_says_so_and_keeps_the_previous_index(where, corpus_dir, template_a, tmp_path):
+    """Writes fail part way (a file size limit on the ingest process): exit 9, the message says
+    the disk is full, search still answers from the previous index, the next run completes."""
+    index_dir = tmp_path / "index"
+    a = write_corpus(corpus_dir, "A")
+    shutil.copytree(template_a, index_dir)
+    b = write_corpus(corpus_dir, "B")
+    big = corpus_dir / "big.md"
+    try:
+        if where == "chunk file":  # its chunk file is the first write past the limit
+            big.write_text("# 大きなメモ\n\n" + "量子化したモデルは小さなメモリで動く。" * 6000 + "\n", "utf-8")
+            b = {**b, str(big): big.read_bytes()}
+            limit = 400_000
+        else:  # Chroma's database grows past the limit when the new vectors are written
+            limit = (index_dir / "chroma" / "chroma.sqlite3").stat().st_size // 2
+        out = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "ingest", str(corpus_dir), "--index", str(index_dir), "--quiet"],
+            capture_output=True, text=True, env=CLI_ENV, cwd=REPO, preexec_fn=_file_size_limit(limit),
+        )
+        assert out.returncode == 9, out.stderr
+        assert "ディスクがいっぱいです" in out.stderr and "Traceback" not in out.stdout + out.stderr
+        line = log_line(out.stdout)
+        assert line["status"] == "error" and line["exit_code"] == 9
+        if where == "chunk file":
+            assert str(index_dir / "chunks") in out.stderr  # names the file it could not write
+        settings = hash_settings(index_dir)
+        check_index(settings, a, final=False)  # the previous index, whole
+        hits = search(open_index(settings), "7Bモデルは4bit量子化で約4GBのメモリで動く", k=3)
+        assert hits and Path(hits[0].chunk.path).name == "keep1.md"
+        run = Ingestor(settings, index_dir).run([corpus_dir])
+        assert run.documents == len(b) and not run.skipped
+        check_index(settings, b, final=True)
+    finally:
+        big.unlink(missing_ok=True)
