@@ -362,10 +362,17 @@ _DOCUMENT_FIELDS = {"path": str, "title": str, "text": str, "body_start": int, "
 
 
 def read_chunk_file(
-    index_dir: Path, entry: DocEntry, path: str, roots: Sequence[str] | None = ()
+    index_dir: Path, entry: DocEntry | str, path: str | None = None, roots: Sequence[str] | None = ()
 ) -> tuple[list[Chunk], list[list[str]], dict]:
     """A document's chunks, BM25 tokens and stored text, checked against its manifest entry
-    (the stamp when recorded, the chunk IDs, the document's hash). Raises IndexCorrupt."""
+    (the stamp when recorded, the chunk IDs, and with `path` the document it belongs to).
+    `entry` may be just the chunk file's path (relative to the index): then only its shape
+    is checked. Raises IndexCorrupt."""
+    if isinstance(entry, str):
+        entry = DocEntry("", 0, 0, "", "", "", entry, [], 0, 0, 0.0)
+        expected = None
+    else:
+        expected = entry.chunk_ids
     file = index_dir / entry.chunk_file
     try:
         data = file.read_bytes()
@@ -381,9 +388,10 @@ def read_chunk_file(
         chunks, tokens, document = parse_chunk_file(data)
     except ValueError as err:
         raise corrupt(index_dir, file, _chunk_file_problem(err, data), roots) from err
-    problem = chunk_file_mismatch(chunks, document, entry.hash, path, entry.chunk_ids)
-    if problem:
-        raise corrupt(index_dir, file, problem, roots)
+    if path is not None:
+        problem = chunk_file_mismatch(chunks, document, entry.hash, path, expected)
+        if problem:
+            raise corrupt(index_dir, file, problem, roots)
     return chunks, tokens, document
 
 
