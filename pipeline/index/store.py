@@ -199,8 +199,10 @@ def hnsw_problem(folder: Path) -> str | None:
     (version, off0, max_el, cur, per_el, label_off, off_data, max_level, entry, max_m, max_m0, m, _mult, _efc) = (
         struct.unpack("<iQQQQQQiiQQQdQ", header)
     )
+    if version != 1:
+        return None  # another persistence format: Chroma checks the version itself, before loading
     if (
-        version != 1 or off0 != 0 or cur > max_el or max_m != m or max_m0 != 2 * m or not 0 < m < 4096
+        off0 != 0 or cur > max_el or max_m != m or max_m0 != 2 * m or not 0 < m < 4096
         or off_data != (max_m0 + 1) * 4 or label_off + 8 != per_el or label_off <= off_data
         or not -1 <= max_level < 64 or (cur and not 0 <= entry < cur)
     ):
@@ -264,7 +266,8 @@ def chroma_problem(
     try:
         segments = persisted_segments(index_dir)
     except sqlite3.OperationalError as err:
-        if "locked" in str(err):  # a writer holds it: not damage (and not ours to check now)
+        # A writer holds it, or another Chroma version's schema: not damage, not ours to judge.
+        if "locked" in str(err) or "no such" in str(err):
             return None
         return chroma / CHROMA_DB, f"SQLite として読めません: {err}"
     except sqlite3.DatabaseError as err:
