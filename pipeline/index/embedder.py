@@ -2,6 +2,10 @@
 
 `Embedder` is the small interface the rest of the pipeline uses; `HashEmbedder`
 is a deterministic model-free stand-in for plumbing tests (like httpx's MockTransport).
+The embedded model runs as `OnnxE5Embedder` (onnxruntime, no torch: `pipeline.models.e5_onnx`)
+when its export matched the torch model; otherwise, and for any user-configured model,
+`SentenceTransformerEmbedder`. `query_path` says which ("onnx", or "direct"/"frozen" on
+torch) and `query_path_reason` why torch was kept for the embedded model.
 `as_llama_index_embedding(embedder)` puts any of them behind llama-index's
 `BaseEmbedding`, prefixes included, for `VectorStoreIndex` and `IngestionPipeline`.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import threading
 from pathlib import Path
@@ -23,7 +28,10 @@ from pipeline.settings import EMBEDDED_EMBED_MODEL
 if TYPE_CHECKING:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 
+    from pipeline.models.e5_onnx import OnnxE5Encoder
     from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Embedder(Protocol):
@@ -77,6 +85,7 @@ class SentenceTransformerEmbedder:
         self.dim = int(self.model.get_embedding_dimension())
         self._tokenizer = self.model.tokenizer
         self.freeze_query_graph = settings.freeze_query_graph
+        self.query_path_reason: str | None = None  # why the embedded model is not on ONNX
         self._frozen = None
         self._queries = 0
         self._lock = threading.Lock()
@@ -143,9 +152,45 @@ class HashEmbedder:
         return self._vec(text)
 
 
+class OnnxE5Embedder:
+    """The embedded e5 through its checked ONNX export: the torch model's vectors (within 1e-4
+    in cosine), for passages and questions alike, without importing torch."""
+
+    query_path = "onnx"
+    query_path_reason = None
+
+    def __init__(self, settings: "Settings", encoder: "OnnxE5Encoder"):
+        self.name = settings.embed_model
+        self.query_prefix = settings.embed_query_prefix
+        self.passage_prefix = settings.embed_passage_prefix
+        self.batch_size = settings.embed_batch_size
+        self.encoder = encoder
+        self.dim = encoder.dim
+
+    def count_tokens(self, text: str) -> int:
+        return self.encoder.count_tokens(text)
+
+    def embed_passages(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode([self.passage_prefix + t for t in texts], self.batch_size)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self.encoder.encode([self.query_prefix + text])[0]
+
+
 def load_embedder(settings: "Settings") -> Embedder:
     if settings.embed_model.startswith("hash:"):
         return HashEmbedder(int(settings.embed_model.split(":", 1)[1] or 256))
+    if settings.embed_model == EMBEDDED_EMBED_MODEL:
+        from pipeline.models.e5 import embedded_e5_path
+        from pipeline.models.e5_onnx import ExportRefused, open_encoder
+
+        try:
+            return OnnxE5Embedder(settings, open_encoder(embedded_e5_path(settings.cache_dir)))
+        except ExportRefused as err:
+            log.warning("埋め込みモデルは torch で動かします (ONNX を使えません: %s)", err)
+            embedder = SentenceTransformerEmbedder(settings)
+            embedder.query_path_reason = str(err)
+            return embedder
     return SentenceTransformerEmbedder(settings)
 
 

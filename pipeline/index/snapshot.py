@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pipeline.index.embedder import Embedder
     from pipeline.index.links import TitleIndex
     from pipeline.index.store import ChromaStore
+    from pipeline.index.vectors import DenseVectors
     from pipeline.settings import Settings
 
 CHUNKS_FILE = "chunks.jsonl"
@@ -210,8 +211,28 @@ class IndexSnapshot:
 
         return default_analyzer()
 
+    @cached_property
+    def vectors(self) -> "DenseVectors | None":
+        """The snapshot's copy of its chunks' vectors (`pipeline.index.vectors`), checked like
+        BM25; None for a snapshot written before ingest made one (Chroma is searched then)."""
+        from pipeline.index.vectors import VECTORS_FILE, DenseVectors
+
+        path = self.index_dir / self.manifest.snapshot / VECTORS_FILE
+        stamp = self.manifest.snapshot_files.get(VECTORS_FILE)
+        if stamp is None and not path.exists():
+            return None
+        problem = stamp_problem(path, stamp) if stamp is not None else None
+        if problem:
+            raise self._corrupt(path, problem)
+        try:
+            return DenseVectors.load(path, list(self.chunks))
+        except Exception as err:  # numpy raises many kinds on a damaged file
+            raise self._corrupt(path, f"ベクトルを読めません: {type(err).__name__}: {err}") from err
+
     def dense(self, query: str, k: int) -> list[ScoredChunk]:
         vector = self.embedder.embed_query(query)
+        if self.vectors is not None:
+            return [ScoredChunk(self.chunks[h.chunk_id], h.score) for h in self.vectors.search(vector, k)]
         store = self.store
         try:
             hits = store.query(vector, k, allowed=set(self.chunks))

@@ -554,9 +554,10 @@ class Ingestor:
             _fault_point("after_chroma_add")
 
     def _write_snapshot(self, manifest: Manifest) -> tuple[str, dict[str, dict]]:
-        """chunks.jsonl + BM25 of every live chunk, in a new directory; returns it and the
-        stamps of its files."""
+        """chunks.jsonl + BM25 + a copy of the vectors of every live chunk, in a new directory;
+        returns it and the stamps of its files."""
         from pipeline.index.bm25 import BM25Index
+        from pipeline.index.vectors import write_vectors
 
         rel = f"{SNAPSHOTS}/gen-{manifest.generation:06d}"
         final = self.index_dir / rel
@@ -578,6 +579,8 @@ class Ingestor:
             (tmp / CHUNKS_FILE).write_text("".join(x + "\n" for x in lines), "utf-8")
             (tmp / DOCUMENTS_FILE).write_text("".join(x + "\n" for x in doc_lines), "utf-8")
             BM25Index.build(ids, all_tokens).save(tmp / BM25_DIR)
+            # Readers search this copy of the vectors, not Chroma (pipeline.index.vectors).
+            write_vectors(tmp, ids, self.store)
             stamps = {
                 str(f.relative_to(tmp)): stamp_of(f) for f in sorted(tmp.rglob("*")) if f.is_file()
             }

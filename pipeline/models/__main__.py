@@ -1,4 +1,5 @@
-"""`python -m pipeline.models prepare`: build both embedded models into the cache directory."""
+"""`python -m pipeline.models prepare`: build both embedded models into the cache directory
+(and the embedding model's ONNX export, checked against torch: `pipeline.models.e5_onnx`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,14 @@ def prepare_embedder(cache_dir: Path) -> Path:
     return build_embedded_e5(embedded_e5_path(cache_dir))
 
 
+def prepare_onnx(model_dir: Path) -> str:
+    """Export the embedded model to ONNX and check it against torch; one line saying the outcome."""
+    from pipeline.models.e5_onnx import export_onnx
+
+    marker = export_onnx(model_dir)
+    return f"{'accepted' if marker.get('accepted') else 'NOT used (torch stays)'}: {marker.get('reason')}"
+
+
 def main(argv: list[str]) -> int:
     from pipeline.settings import load_settings
 
@@ -22,7 +31,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m pipeline.models prepare", file=sys.stderr)
         return 2
     cache = load_settings().cache_dir
-    print(f"embedder: {prepare_embedder(cache)}")
+    model_dir = prepare_embedder(cache)
+    print(f"embedder: {model_dir}")
+    print(f"embedder onnx: {prepare_onnx(model_dir)}")
     try:
         print(f"llm: {prepare_gguf(cache)}")
     except ModelUnavailable as err:
