@@ -247,6 +247,12 @@ def test_artifact_swaps_the_trained_layers_into_the_base(tmp_path):
     assert all(0.0 < p < 1.0 for p in got)
 
 
+def test_the_same_weights_always_give_the_same_file(tmp_path):
+    model, _, _ = _tiny()
+    shas = {_artifact(tmp_path / str(i), model).sha256 for i in range(4)}
+    assert len(shas) == 1
+
+
 def test_a_corrupted_artifact_names_the_file_and_the_rebuild_command(tmp_path):
     from pipeline.check.entailment import EntailmentModel
     from pipeline.settings import Settings

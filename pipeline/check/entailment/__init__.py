@@ -35,7 +35,15 @@ from pipeline.errors import ModelUnavailable
 if TYPE_CHECKING:
     from pipeline.settings import Settings
 
-__all__ = ["ARTIFACT_DIR", "REBUILD", "EntailmentModel", "load_network", "premise_window"]
+__all__ = [
+    "ARTIFACT_DIR",
+    "EntailmentModel",
+    "REBUILD",
+    "base_dir",
+    "load_network",
+    "load_tokenizer",
+    "premise_window",
+]
 
 # Rows and padded tokens per forward pass: a few MB of activations, near-best throughput on 2 cores.
 BATCH_ROWS = 32
@@ -70,7 +78,8 @@ def load_network(base: Path, depth: int, frozen: int):
         return build(load_file(str(base / "model.safetensors")), shape, frozen)
     except (OSError, ValueError, KeyError) as err:
         raise ModelUnavailable(
-            f"e5 モデルを読み込めません: {base} ({err})\n`python -m pipeline.models prepare` で作り直してください。"
+            f"e5 モデルを読み込めません: {base} ({err})\n"
+            "`python -m pipeline.models prepare` で作り直してください。"
         ) from err
 
 

@@ -170,8 +170,9 @@ def write_artifact(folder: Path, config: ArtifactConfig, tensors: Mapping[str, A
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / config.weights
+    # one metadata key: safetensors writes a metadata map in hash order, so two keys make the bytes vary
     save_file({k: v.detach().to("cpu").half().contiguous() for k, v in tensors.items()}, str(weights),
-              metadata={"task": config.task, "format": str(FORMAT)})
+              metadata={"format": "pt"})
     weights.chmod(0o644)  # safetensors writes 0600; the file ships as package data
     config = replace(config, sha256=sha256_of(weights))
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), ensure_ascii=False, indent=2) + "\n",
