@@ -15,7 +15,8 @@ is one the ingest reports as repaired.
 
 Two index templates: Chroma as a small index has it (vectors replayed from its log, the
 HNSW files scratch), and with its HNSW segment persisted (`sync_threshold` 2), where a
-damaged vector file would crash hnswlib if Chroma loaded it.
+damaged vector file would crash hnswlib if Chroma loaded it. (Search reads the snapshot's
+copy of the vectors, so Chroma's damage shows at the ingest, which opens Chroma.)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SMALL_KINDS = (
     "{snap}/bm25/indptr.csc.index.npy",
     "{snap}/bm25/vocab.index.json",
     "{snap}/bm25/params.index.json",
+    "{snap}/vectors.npy",
     "{doc}",
     "last_run.json",
     "chroma/chroma.sqlite3",
@@ -290,3 +292,23 @@ def test_ingest_of_a_sound_index_reports_no_repair_and_changes_nothing(templates
     line = json.loads(out.split("rag-ingest ", 1)[1])
     assert "repaired" not in line and line["unchanged"] == len(template.files) and line["embedded_chunks"] == 0
     assert Manifest.load(index_dir) == Manifest.load(template.current)
+
+
+@pytest.mark.parametrize("chroma_damage", ["garbage", "delete"])
+@pytest.mark.parametrize("rebuild", [False, True], ids=["cut-manifest", "rebuild"])
+def test_two_damages_at_once_still_end_in_a_complete_index(chroma_damage, rebuild, templates, rag, tmp_path):
+    """The manifest cut (or --rebuild asked) while Chroma's database is damaged too."""
+    template = templates["persisted"]
+    index_dir = tmp_path / "index"
+    shutil.copytree(template.current, index_dir)
+    if not rebuild:
+        damage(index_dir / "manifest.json", "truncate", template.older / "manifest.json")
+    damage(index_dir / "chroma" / "chroma.sqlite3", chroma_damage, template.older / "chroma" / "chroma.sqlite3")
+    code, out, err = rag("search", QUERY, "--index", index_dir, "--json")
+    assert code == (0 if rebuild else 8), err  # search reads the snapshot's vectors, not Chroma
+    args = ("--rebuild",) if rebuild else ()
+    code, out, err = rag("ingest", template.notes, "--index", index_dir, "--quiet", *args)
+    assert code == 0, err
+    line = json.loads(out.split("rag-ingest ", 1)[1])
+    assert line["documents"] == len(template.files) and line["embedded_chunks"] == line["chunks"]
+    check_index(hash_settings(index_dir), template.files, final=True)

@@ -380,11 +380,14 @@ class Ingestor:
         if manifest is None:
             # Nothing to trust but the notes (and vectors Chroma holds for the same chunks).
             trust.redo_all = bool(trust.damage)
+            if trust.redo_all:
+                self._check_chroma(None, trust, recovering)
             return None, trust
         trust.kept = dict(manifest.documents)
         if rebuild:
             trust.redo_all = True
             trust.redo = set(manifest.documents)
+            self._check_chroma(manifest, trust, recovering)
             return manifest, trust
         if manifest.snapshot is not None:
             self._check_snapshot(manifest, trust, recovering)
@@ -427,16 +430,17 @@ class Ingestor:
                     trust.damage.append({"path": str(snapshot / name), "problem": problem})
                     trust.new_snapshot = True
 
-    def _check_chroma(self, manifest: Manifest, trust: "_Trust", recovering: bool) -> None:
+    def _check_chroma(self, manifest: Manifest | None, trust: "_Trust", recovering: bool) -> None:
         """Vectors the manifest's chunks need: Chroma's files against their stamps, then its
-        count, then (when the count is off) which live chunks have no vector."""
+        count, then (when the count is off) which live chunks have no vector. Without a
+        manifest, only whether Chroma can be opened safely (its vectors are reused by ID)."""
         from pipeline.index.store import CHROMA_DIR, chroma_problem
 
         chroma = self.index_dir / CHROMA_DIR
         local = not self.settings.chroma_host
         if local:
             # A killed run may have left a segment ahead of the recorded stamps: structure only.
-            stamps = ({}, {}) if recovering else (manifest.chroma_files, manifest.chroma_seq)
+            stamps = ({}, {}) if recovering or manifest is None else (manifest.chroma_files, manifest.chroma_seq)
             problem = chroma_problem(self.index_dir, *stamps)
             if problem:
                 trust.damage.append({"path": str(problem[0]), "problem": problem[1]})
@@ -451,6 +455,8 @@ class Ingestor:
                 raise
             trust.damage.append({"path": str(chroma), "problem": f"Chroma を開けません: {err}"})
             trust.wipe(manifest)
+            return
+        if manifest is None:
             return
         kept_ids = {cid for p, e in trust.kept.items() if p not in trust.redo for cid in e.chunk_ids}
         if count == manifest.chunk_count() and not trust.damage:
@@ -633,10 +639,10 @@ class _Trust:
     new_snapshot: bool = False
     wipe_chroma: bool = False
 
-    def wipe(self, manifest: Manifest) -> None:
+    def wipe(self, manifest: Manifest | None) -> None:
         """Chroma cannot be trusted: start it empty and embed every document again."""
         self.wipe_chroma = True
-        self.redo |= set(manifest.documents)
+        self.redo |= set(manifest.documents) if manifest else set()
 
 
 def _roots(old: list[str], given: list[str], docs: dict[str, DocEntry]) -> list[str]:
