@@ -312,3 +312,14 @@ def test_two_damages_at_once_still_end_in_a_complete_index(chroma_damage, rebuil
     line = json.loads(out.split("rag-ingest ", 1)[1])
     assert line["documents"] == len(template.files) and line["embedded_chunks"] == line["chunks"]
     check_index(hash_settings(index_dir), template.files, final=True)
+
+
+def test_ask_on_a_damaged_index_names_the_file_instead_of_answering(templates, rag, tmp_path):
+    template = templates["small"]
+    index_dir = tmp_path / "index"
+    shutil.copytree(template.current, index_dir)
+    snapshot = Manifest.load(index_dir).snapshot
+    damage(index_dir / snapshot / "documents.jsonl", "truncate", template.older)
+    code, out, err = rag("ask", "量子化したモデルのメモリは？", "--backend", "extractive", "--index", index_dir)
+    assert code == 8, err
+    assert named_path(err) == index_dir / snapshot / "documents.jsonl" and out == ""

@@ -2,7 +2,7 @@
 
     INDEX_DIR/
       manifest.json          documents -> content hash, chunk IDs; points at a snapshot
-      snapshots/gen-N/       chunks.jsonl (live chunks) + BM25 files, immutable once written
+      snapshots/gen-N/       chunks.jsonl (live chunks) + BM25 files + vectors.npy, immutable once written
       chunks/xx/KEY.json     per document version: its chunks and BM25 tokens (content-addressed)
       chroma/                dense vectors (embedded Chroma); may hold extra, non-live vectors
       last_run.json          summary of the last ingest
