@@ -116,18 +116,18 @@ def relevance_examples(cfg: DataConfig) -> list[Example]:  # pragma: no cover - 
     of the gold article stand in, so the head and the recipe can be exercised. Split by
     article like the claims.
     """
-    import json as _json
-
     out: list[Example] = []
     for name in ("jsquad_v1.3_valid", "jaquad_dev"):
         folder = cfg.evaldata / name
-        corpus = {d["doc_id"]: d for d in map(_json.loads, (folder / "corpus.jsonl").open(encoding="utf-8"))}
-        queries = [_json.loads(line) for line in (folder / "queries.jsonl").open(encoding="utf-8")]
-        siblings: dict[str, list[str]] = {}
+        with (folder / "corpus.jsonl").open(encoding="utf-8") as f:
+            corpus = {d["doc_id"]: d for d in map(json.loads, f)}
+        with (folder / "queries.jsonl").open(encoding="utf-8") as f:
+            queries = [json.loads(line) for line in f]
+        siblings: dict[str, list[str]] = {}  # article -> its paragraphs that have questions
         for q in queries:
-            siblings.setdefault(q["meta"]["article_id"], [])
-            if q["gold_doc_ids"][0] not in siblings[q["meta"]["article_id"]]:
-                siblings[q["meta"]["article_id"]].append(q["gold_doc_ids"][0])
+            docs = siblings.setdefault(q["meta"]["article_id"], [])
+            if q["gold_doc_ids"][0] not in docs:
+                docs.append(q["gold_doc_ids"][0])
         rng = random.Random(f"{cfg.seed}:{name}:relevance")
         for q in queries:
             art, gold = q["meta"]["article_id"], q["gold_doc_ids"][0]
