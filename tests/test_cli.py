@@ -113,3 +113,83 @@ def test_a_usage_error_is_clicks_message_and_exit_2_not_a_crash(no_user_config, 
     code, err = run_main(monkeypatch, capsys, "search", "質問", "--retriever", "fuzzy")
     assert code == 2
     assert "bm25 | dense | hybrid" in err and "予期しない" not in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------ a one-shot search, fresh interpreter
+
+# A question typed once should not wait for these: the embedded model runs on onnxruntime
+# (pipeline.models.e5_onnx) and dense search reads the snapshot's vectors, not Chroma.
+NOT_ON_THE_QUERY_PATH = ("torch", "transformers", "sentence_transformers", "llama_index", "chromadb")
+
+_SEARCH_AND_LIST_MODULES = """
+import json, sys
+from pipeline import cli
+sys.argv = ["rag", "search", *sys.argv[1:], "--json"]
+try:
+    cli.main()
+except SystemExit as exit_:
+    if exit_.code:
+        raise
+print("MODULES " + json.dumps(sorted(m for m in %r if m in sys.modules)))
+""" % (NOT_ON_THE_QUERY_PATH,)
+
+
+def search_in_fresh_interpreter(index_dir: Path, question: str, k: int, env: dict[str, str]):
+    """`rag search QUESTION -k K --index INDEX_DIR --json` in a new Python: (hits, heavy modules loaded)."""
+    import json
+    import os
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SEARCH_AND_LIST_MODULES, question, "-k", str(k), "--index", str(index_dir)],
+        capture_output=True, text=True, env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr
+    body, _, modules = out.stdout.rpartition("MODULES ")
+    return json.loads(body), json.loads(modules)
+
+
+def _where(rows):
+    """(file, start, end) of each hit: `rag search --json` rows (paths shown relative to the
+    working directory) or ScoredChunks."""
+    if rows and isinstance(rows[0], dict):
+        return [(Path(r["path"]).resolve(), r["start"], r["end"]) for r in rows]
+    return [(Path(h.chunk.path).resolve(), h.chunk.start, h.chunk.end) for h in rows]
+
+
+def test_a_one_shot_search_loads_no_torch_transformers_llama_index_or_chroma(no_user_config, notes):
+    from pipeline.index.search import search
+    from pipeline.index.snapshot import open_index
+    from pipeline.ingest.sync import Ingestor
+    from tests.conftest import hash_settings
+
+    settings = hash_settings(no_user_config / "index")
+    Ingestor(settings, Path(settings.index_dir)).run([notes])
+    question = "Ollamaの既定のポートは？"
+    hits, loaded = search_in_fresh_interpreter(
+        Path(settings.index_dir), question, 3, {"RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120"}
+    )
+    assert loaded == []
+    want = search(open_index(settings), question, k=3)
+    assert hits and _where(hits) == _where(want)
+    assert Path(hits[0]["path"]).name == "ollama.md"
+
+
+@pytest.mark.slow
+def test_a_one_shot_search_with_the_embedded_model_finds_what_the_torch_path_finds(no_user_config, notes):
+    """An index embedded on torch (as every index before the ONNX export was), searched once
+    from a fresh interpreter: no torch loaded, the torch path's chunks and scores."""
+    from pipeline.index.embedder import SentenceTransformerEmbedder
+    from pipeline.index.search import search
+    from pipeline.index.snapshot import open_index
+    from pipeline.ingest.sync import Ingestor
+    from pipeline.settings import Settings
+
+    settings = Settings(index_dir=str(no_user_config / "index"))
+    torch_embedder = SentenceTransformerEmbedder(settings)
+    Ingestor(settings, Path(settings.index_dir), embedder=torch_embedder).run([notes])
+    for question in ("Ollamaの既定のポートは？", "７Ｂモデルに必要なメモリは？"):
+        hits, loaded = search_in_fresh_interpreter(Path(settings.index_dir), question, 3, {})
+        assert loaded == []
+        want = search(open_index(settings, embedder=torch_embedder), question, k=3)
+        assert hits and _where(hits) == _where(want)
+        assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-4)
