@@ -323,3 +323,24 @@ def test_ask_on_a_damaged_index_names_the_file_instead_of_answering(templates, r
     code, out, err = rag("ask", "量子化したモデルのメモリは？", "--backend", "extractive", "--index", index_dir)
     assert code == 8, err
     assert named_path(err) == index_dir / snapshot / "documents.jsonl" and out == ""
+
+
+def test_a_damaged_note_outside_the_folders_given_is_rebuilt_from_its_note_or_dropped(tmp_path, notes):
+    other = tmp_path / "other"
+    other.mkdir()
+    memo = other / "memo.md"
+    memo.write_text("# 別のメモ\n\n検索拡張生成のメモです。根拠の文書を引用する。\n", "utf-8")
+    index_dir = tmp_path / "index"
+    settings = hash_settings(index_dir)
+    Ingestor(settings, index_dir).run([notes, other])
+    (index_dir / Manifest.load(index_dir).documents[str(memo)].chunk_file).unlink()
+
+    run = Ingestor(settings, index_dir).run([notes])  # only the first folder
+    assert run.reindexed == 1 and run.repaired and run.embedded_chunks == 0
+    assert (index_dir / Manifest.load(index_dir).documents[str(memo)].chunk_file).exists()
+
+    (index_dir / Manifest.load(index_dir).documents[str(memo)].chunk_file).unlink()
+    memo.unlink()
+    run = Ingestor(settings, index_dir).run([notes])
+    assert run.deleted_paths == [str(memo)] and str(memo) not in Manifest.load(index_dir).documents
+    assert set(Manifest.load(index_dir).documents) == {str(p) for p in notes.iterdir()}

@@ -267,14 +267,13 @@ class Ingestor:
                     docs.pop(key)  # its index entry is damaged and its note is not indexed again
                 continue
             todo.append((f, st))
+        deleted = [p for p in docs if in_scope(p, found.roots) and p not in seen]
         # Damaged documents outside this run's folders are rebuilt from their notes too.
-        for key in sorted(trust.redo - seen):
+        for key in sorted(trust.redo - seen - set(deleted)):
             try:
                 todo.append((Path(key), Path(key).stat()))
             except OSError:
-                docs.pop(key, None)  # its note is gone and its index entry cannot be trusted
-
-        deleted = [p for p in docs if in_scope(p, found.roots) and p not in seen]
+                deleted.append(key)  # its note is gone and its index entry cannot be trusted
         for p in deleted:
             docs.pop(p)
         summary.deleted = len(deleted)
