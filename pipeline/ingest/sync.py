@@ -341,7 +341,8 @@ class Ingestor:
             summary.removed_chunks = self._sweep(new, old, full=recovering or bool(trust.damage) or rebuild)
             _fault_point("after_sweep")
         if not self.settings.chroma_host:
-            # Chroma's vector files as this run leaves them (readers check them against this).
+            # Chroma's persisted vector files as this run leaves them: the next ingest (and a
+            # reader of a snapshot without vectors.npy) checks them against these stamps.
             from pipeline.index.store import chroma_file_stamps
 
             stamps, seq = chroma_file_stamps(self.index_dir, new.chroma_files)
