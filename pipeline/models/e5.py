@@ -315,8 +315,10 @@ def precompiled_charsmap(norm: dict[int, str]) -> bytes:
                 queue.append((child, node[c]))
         while used[first_free]:
             first_free += 1
-    last = int(np.flatnonzero(used).max()) + 1
-    units = units[: max(last, 256)]
+    # Readers (tokenizers' darts lookup) index `base ^ byte` for any input byte without a
+    # bounds check: keep every unit such an index can reach (a small trie panicked there).
+    last_used = int(np.flatnonzero(used).max())
+    units = units[: (last_used | 0xFF) + 1]
     trie_bytes = units.astype("<u4").tobytes()
     return struct.pack("<I", len(trie_bytes)) + trie_bytes + bytes(strings)
 
