@@ -172,6 +172,23 @@ def test_equal_scores_keep_chunk_order():
     assert [h.chunk_id for h in vectors.search([1, 0], 3)] == ["b", "c", "a"]
 
 
+def test_dense_search_over_the_snapshot_finds_what_chroma_finds(tmp_path, notes):
+    from pipeline.index.snapshot import open_index
+    from pipeline.ingest.sync import Ingestor
+    from tests.conftest import hash_settings
+
+    settings = hash_settings(tmp_path / "index")
+    Ingestor(settings, Path(settings.index_dir)).run([notes])
+    index = open_index(settings)
+    assert index.vectors is not None and len(index.vectors.ids) == len(index.chunks)
+    for question in ("Ollamaの既定のポートは？", "量子化したモデルのメモリ", "検索拡張生成とは"):
+        vector = index.embedder.embed_query(question)
+        ours = index.vectors.search(vector, 5)
+        chroma = index.store.query(vector, 5, allowed=set(index.chunks))
+        assert [h.chunk_id for h in ours] == [h.chunk_id for h in chroma]
+        assert [h.score for h in ours] == pytest.approx([h.score for h in chroma], abs=1e-6)
+
+
 # ------------------------------------------------------------------ the real model (slow)
 
 QUESTIONS = [
@@ -233,6 +250,8 @@ def test_passages_embed_the_same_on_onnx_and_on_torch(embedded):
     texts = [t for t in texts if t.strip()][:48]
     cos = (onnx.embed_passages(texts) * torch_embedder.embed_passages(texts)).sum(1)
     assert float(cos.min()) >= 1 - e5_onnx.TOLERANCE
+    # The chunker counts with the embedder's tokenizer: the same counts, the same chunks.
+    assert [onnx.count_tokens(t) for t in texts] == [torch_embedder.count_tokens(t) for t in texts]
 
 
 @pytest.mark.slow

@@ -11,6 +11,9 @@ The frozen graph costs about 0.7 s to build (and ~20 MB: it shares the weights),
 embedder builds it at the second question of a process (a one-shot `rag ask` never pays
 for it), and only keeps it when it reproduces `encode` on probe texts of different
 lengths; otherwise the direct path stays and the log says why.
+
+This is the torch path: user-configured models, and the embedded model only when its ONNX
+export was refused (`pipeline.models.e5_onnx`, which runs questions without torch).
 """
 
 from __future__ import annotations

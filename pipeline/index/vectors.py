@@ -5,8 +5,8 @@ Chroma stays the store `rag ingest` writes (a llama-index user opens it with
 vectors out of Chroma into `vectors.npy` (float32, unit rows, in `chunks.jsonl` order),
 next to the BM25 arrays, and readers search that copy:
 
-- a one-shot `rag search` does not import and open Chroma (0.5-0.7 s and 50 MB of its
-  1.6 s and 360 MB on the demo index, 2-core VM);
+- a one-shot `rag search` does not import and open Chroma, which cost 0.5-0.7 s and
+  50 MB of its 1.6 s and 360 MB (demo index, 2-core VM, embedder already on ONNX);
 - the search is exact (recall 1.0; Chroma's HNSW is approximate), 10,000 x 384 in about
   a millisecond;
 - a search never touches Chroma's files, which Chroma may rewrite when it opens them.
