@@ -142,6 +142,14 @@ def test_an_export_is_redone_when_a_file_or_a_package_changed(tmp_path):
     assert e5_onnx.stale_because(model, e5_onnx.read_marker(model)).startswith("onnxruntime changed")
 
 
+def test_an_export_that_failed_for_want_of_onnx_is_retried_once_onnx_is_there(tmp_path):
+    model = _fake_model_dir(tmp_path)
+    _write_marker(model, accepted=False, onnx=None, reason="ONNX export failed: ModuleNotFoundError: onnx")
+    assert e5_onnx.stale_because(model, e5_onnx.read_marker(model)).startswith("onnx changed")
+    _write_marker(model, accepted=True, onnx=None)  # running an accepted export needs no onnx
+    assert e5_onnx.stale_because(model, e5_onnx.read_marker(model)) is None
+
+
 def test_a_refused_export_is_not_retried_and_says_why(tmp_path, monkeypatch):
     model = _fake_model_dir(tmp_path)
     _write_marker(model, accepted=False, reason="cosine 0.9 to the torch model on probe 'query: 東'")

@@ -134,6 +134,8 @@ def stale_because(model_dir: Path, marker: dict[str, Any] | None) -> str | None:
         return "no export yet"
     facts = _facts(model_dir)
     for key, value in facts.items():
+        if key == "onnx" and marker.get("accepted"):
+            continue  # needed to export, not to run: its absence only matters to a failed export
         if marker.get(key) != value:
             return f"{key} changed ({marker.get(key)!r} -> {value!r})"
     if marker.get("accepted"):
