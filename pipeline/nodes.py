@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 # Keys that locate a chunk; they never enter the embedded or LLM text.
 BOOKKEEPING_KEYS = ("path", "start", "end", "line_start", "line_end", "doc_hash", "token_count")
+EMBED_METADATA_TEMPLATE = "{value}"
+EMBED_TEXT_TEMPLATE = "{metadata_str}\n{content}"
 
 
 def chunk_to_node(chunk: Chunk) -> "TextNode":
@@ -41,6 +43,10 @@ def chunk_to_node(chunk: Chunk) -> "TextNode":
         end_char_idx=chunk.end,
         excluded_embed_metadata_keys=[*BOOKKEEPING_KEYS, "title", "heading_path"],
         excluded_llm_metadata_keys=[*BOOKKEEPING_KEYS, "heading_path"],
+        # The embedded text is exactly what `rag ingest` embeds: "<header>\n<text>", so a
+        # llama-index pipeline over these nodes computes the same vectors as ours.
+        metadata_template=EMBED_METADATA_TEMPLATE,
+        text_template=EMBED_TEXT_TEMPLATE,
     )
 
 

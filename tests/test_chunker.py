@@ -95,6 +95,16 @@ def test_node_round_trip_keeps_bookkeeping_out_of_embed_text():
     assert "line_start" not in embed_text and "doc_hash" not in embed_text
 
 
+def test_a_node_embeds_the_same_text_rag_ingest_embeds():
+    from llama_index.core.schema import MetadataMode
+
+    from pipeline.documents import embed_header
+
+    c = chunker().chunk_document(doc("# 見出し\n\nノードに変換する。", title="題名"))[-1]
+    node = chunk_to_node(c)
+    assert node.get_content(metadata_mode=MetadataMode.EMBED) == embed_header(c.title, c.heading_path) + "\n" + c.text
+
+
 def test_chunker_works_as_a_llama_index_node_parser():
     from llama_index.core import Document as LlamaDocument
 
