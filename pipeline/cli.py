@@ -19,6 +19,7 @@ from pipeline.documents import display_path as _display_path
 from pipeline.errors import RagError
 
 # pretty_exceptions_enable=False: rich never prints a traceback; main() handles every error.
+# Typer reads help text as rich markup: a literal 「[n]」 is written \[n] (r"""docstring""").
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -213,7 +214,7 @@ def ask(
     index: Optional[Path] = IndexOpt,
     as_json: bool = JsonOpt,
 ):
-    """資料に基づいて答え、各文の引用 [n] を資料と照合して表示する。
+    r"""資料に基づいて答え、各文の引用 \[n] を資料と照合して表示する。
 
     例: rag ask "Ollamaの既定のポート番号は？" --index indexes/demo --explain
     """
@@ -236,38 +237,53 @@ def ask(
     _render_answer(data, explain)
 
 
-def _render_answer(data: dict, explain: bool) -> None:
+def _render_answer(data: dict, explain: bool, console=None) -> None:
+    """The answer for a person, wrapped to the terminal at phrase boundaries. Every text
+    is a rich Text, never markup: a note's 「[bold]」 or 「[1]」 prints as written."""
     from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    console = Console()
-    marks = {"supported": "", "supported_by_other": " [yellow](引用を修正)[/]", "unsupported": " [red](資料で裏付けられない)[/]", "uncited": " [red](引用なし)[/]"}
-    console.print(f"[bold]回答[/] ({data['backend']}, モード {data['mode']}"
-                  + (f", {data['fallback_from']} から再試行" if data["fallback_from"] else "") + ")")
+    from pipeline.render import print_wrapped
+
+    console = console or Console()
+
+    def say(text, first: str = "", indent: str = "") -> None:
+        print_wrapped(console, text, first, indent)
+
+    marks = {"supported_by_other": ("(引用を修正)", "yellow"), "unsupported": ("(資料で裏付けられない)", "red"),
+             "uncited": ("(引用なし)", "red")}
+    retried = f", {data['fallback_from']} から再試行" if data["fallback_from"] else ""
+    say(Text.assemble(("回答", "bold"), f" ({data['backend']}, モード {data['mode']}{retried})"))
     if data.get("label"):
-        console.print(escape(data["label"]))
+        say(data["label"])
     if data["refused"] or not data["sentences"] or all(s.get("verdict") is None for s in data["sentences"]):
-        console.print(escape(data["answer"]))
+        say(data["answer"])
     else:
         for s in data["sentences"]:
+            line = Text(s["text"])
+            if s.get("verdict") in marks:
+                line.append(" ").append(*marks[s["verdict"]])
             # A supported sentence's fixed_citations are the ones it needs; show only a moved citation.
-            moved = s.get("verdict") != "supported" and s.get("fixed_citations")
-            fixed = f" → [{', '.join(map(str, s['fixed_citations']))}]" if moved else ""
-            console.print(escape(s["text"]) + marks.get(s.get("verdict"), "") + escape(fixed))
+            if s.get("verdict") != "supported" and s.get("fixed_citations"):
+                line.append(f" → [{', '.join(map(str, s['fixed_citations']))}]")
+            say(line)
     cited = [s for s in data["sources"] if s["cited"]] or data["sources"][:3]
-    console.print("\n[bold]出典[/]")
+    console.print()
+    say(Text("出典", style="bold"))
     for s in cited:
-        console.print(f"  [{s['number']}] {escape(s['path'])}:{s['lines'][0]}-{s['lines'][1]}")
+        say(f"[{s['number']}] {s['path']}:{s['lines'][0]}-{s['lines'][1]}", "  ", "    ")
     if data["citation_recall"] is not None:
-        console.print(f"\n引用の再現率 {data['citation_recall']:.2f} / 適合率 {data['citation_precision']:.2f}")
+        console.print()
+        say(f"引用の再現率 {data['citation_recall']:.2f} / 適合率 {data['citation_precision']:.2f}")
     route = data["route"]
-    console.print(f"\n[bold]経路[/] {data['mode']}: {escape(route['reasons'][-1])}")
+    console.print()
+    say(Text.assemble(("経路", "bold"), f" {data['mode']}: {route['reasons'][-1]}"), indent="  ")
     if explain:
         for r in route["reasons"][:-1]:
-            console.print(f"  - {escape(r)}")
+            say(r, "  - ", "    ")
         for name, est in route["estimates"].items():
-            console.print(f"  - {name}: 読むトークン {est['input_tokens']}, 推定 {est['seconds']} 秒, 費用 {est['cost']}")
-        console.print(f"  - 実測 {data['seconds']} 秒, 読んだトークン {data['tokens_read']}")
+            say(f"{name}: 読むトークン {est['input_tokens']}, 推定 {est['seconds']} 秒, 費用 {est['cost']}", "  - ", "    ")
+        say(f"実測 {data['seconds']} 秒, 読んだトークン {data['tokens_read']}", "  - ", "    ")
 
 
 @app.command()
@@ -282,27 +298,9 @@ def status(index: Optional[Path] = IndexOpt, as_json: bool = JsonOpt):
     if as_json:
         _echo_json(data)
         return
-    last = data["last_ingest"] or {}
-    changed = data["changed_since_ingest"]
-    lines = [
-        f"インデックス: {data['index_dir']} (世代 {data['generation']}, {data['size_bytes'] / 1e6:.1f} MB)",
-        f"文書 {data['documents']} / チャンク {data['chunks']} / 文字 {data['characters']} / "
-        f"埋め込みトークン {data['embedding_tokens']}",
-        f"形式 {data['formats']}  文字コード {data['encodings']}",
-        f"埋め込みモデル {data['embed_model']} (チャンク {data['chunk_tokens']} トークン)",
-        f"LLM {data['llm_backend']}: 窓 {data['long_context_window']} トークン, コーパス推定 "
-        f"{data['llm_tokens_estimated']} トークン → " + ("全体が窓に入る" if data["fits_long_context"] else "窓に入らない"),
-        "前回の取り込み: " + (
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["finished_at"]))
-            + f" (追加 {last['added']}, 変更 {last['changed']}, 削除 {last['deleted']}, スキップ {len(last['skipped'])})"
-            if last else "記録なし"
-        ),
-        f"その後の変更: 更新 {len(changed['modified'])}, 削除 {len(changed['deleted'])}, 新規 {len(changed['new'])}",
-    ]
-    for key, label in (("modified", "更新"), ("deleted", "削除"), ("new", "新規")):
-        for p in changed[key][:20]:
-            lines.append(f"  {label}: {_display_path(p)}")
-    typer.echo("\n".join(lines))
+    from pipeline.render import status_lines
+
+    typer.echo("\n".join(status_lines(data)))
 
 
 

@@ -193,3 +193,149 @@ def test_a_one_shot_search_with_the_embedded_model_finds_what_the_torch_path_fin
         want = search(open_index(settings, embedder=torch_embedder), question, k=3)
         assert hits and _where(hits) == _where(want)
         assert [h["score"] for h in hits] == pytest.approx([h.score for h in want], abs=1e-4)
+
+
+# ------------------------------------------------------------ what a person reads
+
+ANSI = r"\x1b\[[0-9;]*m"
+
+
+def invoke(*args: str, columns: int = 200) -> str:
+    """`rag ARGS` in-process; its stdout without colour codes (exit 0 asserted)."""
+    import re
+
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)})
+    assert out.exit_code == 0, (out.output, out.exception)
+    return re.sub(ANSI, "", out.stdout)
+
+
+def test_help_shows_the_brackets_a_docstring_writes():
+    assert "各文の引用 [n] を資料と照合" in invoke("--help")
+    assert "各文の引用 [n] を資料と照合" in invoke("ask", "--help")
+
+
+@pytest.mark.parametrize("name,cmd", list(_commands(app)))
+def test_no_bracket_of_any_help_text_is_eaten_as_markup(name, cmd):
+    import re
+
+    texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+    brackets = {b.replace("\\[", "[") for t in texts for b in re.findall(r"\\?\[[^\]\s]*\]", t)}
+    shown = invoke(*name.split(), "--help")
+    assert all(b in shown for b in brackets), (name, brackets)
+
+
+STATUS = {
+    "index_dir": "/idx", "generation": 4, "documents": 12, "chunks": 40, "characters": 9000,
+    "embedding_tokens": 7000, "llm_tokens_estimated": 6000, "formats": {"org": 5, "text": 7},
+    "encodings": {"utf-8": 11, "cp932": 1}, "size_bytes": 2_500_000, "embed_model": "hash:256",
+    "chunk_tokens": 120, "llm_backend": "embedded", "long_context_window": 8192, "fits_long_context": True,
+    "last_ingest": None, "changed_since_ingest": {"modified": [], "deleted": ["/notes/old.md"], "new": []},
+    "prefix_state": {"ready": True, "tokens": 5800},  # a key this renderer has never heard of
+}
+
+
+def test_status_shows_mappings_as_key_value_pairs_not_python_dicts(no_user_config, monkeypatch):
+    import json
+
+    import pipeline.ingest.status
+
+    monkeypatch.setattr(pipeline.ingest.status, "index_status", lambda settings: STATUS)
+    text = invoke("status")
+    assert "形式 text 7・org 5" in text and "文字コード utf-8 11・cp932 1" in text
+    assert "prefix_state: ready はい・tokens 5800" in text and "削除: /notes/old.md" in text
+    assert "{" not in text and "'" not in text and "True" not in text
+    assert json.loads(invoke("status", "--json")) == STATUS
+
+
+def _answer(**changes) -> dict:
+    """`rag ask --json` as the engine writes it, with reasons shaped like the router's."""
+    data = {
+        "question": "ポートは？", "answer": "11434 です[1]。", "raw_answer": "11434 です[1]。", "evidence": [],
+        "mode": "retrieve", "fallback_from": None, "backend": "fake", "refused": False,
+        "route": {
+            "mode": "retrieve",
+            "reasons": [
+                "コーパス 12345 トークン（推定） / 使える窓 3000 トークン (窓 4096 − 指示 300 − 回答 256)",
+                "長文脈の推定 243.0 秒・0.0000 (予算 30.0 秒・0.0100)、プレフィックスは未キャッシュ",
+                "的を絞った質問で検索の確信度も十分 (0.82)、検索モード（答えが見つからなければ長文脈で再試行）",
+            ],
+            "usable_window": 3000, "corpus_tokens": 12345,
+            "estimates": {"retrieve": {"input_tokens": 1930, "seconds": 79.25, "cost": 0.0},
+                          "long-context": {"input_tokens": 12645, "seconds": 243.0, "cost": 0.0}},
+            "allow_fallback": True, "token_count_estimated": True,
+        },
+        "sentences": [{"text": "Ollama の既定のポート番号は 11434 で、設定ファイルで変えられます[1]。", "citations": [1],
+                       "verdict": "supported", "score": 0.9, "fixed_citations": [1], "reasons": []}],
+        "citation_recall": 1.0, "citation_precision": 1.0,
+        "sources": [{"number": 1, "path": "notes/ollama.md", "lines": [3, 9], "cited": True}],
+        "seconds": 81.5, "tokens_read": 1930, "label": None,
+    }
+    return {**data, **changes}
+
+
+def render(data: dict, width: int) -> list[str]:
+    import io
+
+    from rich.console import Console
+
+    from pipeline.cli import _render_answer
+
+    out = io.StringIO()
+    _render_answer(data, explain=True, console=Console(file=out, width=width))
+    return out.getvalue().splitlines()
+
+
+# Phrases a reader takes in at once: a number with its unit, a word. Never split across lines.
+PHRASES = ("未キャッシュ", "243.0 秒", "30.0 秒", "79.25 秒", "12345 トークン", "読むトークン", "確信度", "再試行")
+
+
+@pytest.mark.parametrize("width", range(36, 61, 2))
+def test_explain_fits_the_terminal_and_breaks_between_phrases(width):
+    from rich.cells import cell_len
+
+    lines = render(_answer(), width)
+    assert max(cell_len(line) for line in lines) <= width
+    for phrase in PHRASES:
+        assert any(phrase in line for line in lines), (phrase, lines)
+    # Nothing lost or reordered: the lines, joined, read as the reasons do.
+    joined = "".join(line.strip() for line in lines)
+    assert "プレフィックスは未キャッシュ" in joined and "(窓4096−指示300−回答256)" in joined.replace(" ", "")
+
+
+def test_ask_explain_wraps_at_the_terminals_width(no_user_config, monkeypatch):
+    import json
+    from types import SimpleNamespace
+
+    import pipeline.api
+    from rich.cells import cell_len
+
+    data = _answer()
+    answerer = SimpleNamespace(ask=lambda q, mode, policy: SimpleNamespace(to_dict=lambda: data))
+    monkeypatch.setattr(pipeline.api, "answerer_for", lambda settings, backend=None: answerer)
+    lines = invoke("ask", "ポートは？", "--explain", columns=40).splitlines()
+    assert max(cell_len(line) for line in lines) <= 40
+    assert any("未キャッシュ" in line for line in lines) and any("243.0 秒" in line for line in lines)
+    assert json.loads(invoke("ask", "ポートは？", "--json")) == data  # --json keeps every key
+
+
+def test_note_text_with_markup_prints_literally_in_ask_and_search(no_user_config, monkeypatch):
+    import pipeline.index.search
+    import pipeline.index.snapshot
+    from pipeline.documents import Chunk, ScoredChunk
+
+    literal = "[bold]x[/bold] と [link] は書いたとおりに"
+    data = _answer(label="[red]注意[/red]", sources=[{"number": 1, "path": "notes/[draft].md", "lines": [1, 2], "cited": True}],
+                   sentences=[{"text": literal + "[1]。", "citations": [1], "verdict": "unsupported",
+                               "score": 0.1, "fixed_citations": [], "reasons": []}])
+    shown = "\n".join(render(data, 120))
+    assert literal + "[1]。 (資料で裏付けられない)" in shown
+    assert "[red]注意[/red]" in shown and "[1] notes/[draft].md:1-2" in shown
+
+    chunk = Chunk(id="c1", path=str(no_user_config / "a.md"), text=literal, start=0, end=len(literal),
+                  line_start=1, line_end=1)
+    monkeypatch.setattr(pipeline.index.snapshot, "open_index", lambda settings: None)
+    monkeypatch.setattr(pipeline.index.search, "search", lambda index, q, k, retriever: [ScoredChunk(chunk, 0.5)])
+    shown = invoke("search", "質問")
+    assert literal in shown and "[1] a.md:1" in shown and "{" not in shown

@@ -1,4 +1,4 @@
-"""Imports point down: cli → api → {answer, evaluation} → check → ingest → index → models → base.
+"""Imports point down: cli → render → api → {answer, evaluation} → check → ingest → index → models → base.
 
 A module may import its own package and any package of a lower layer, never one
 above. Lazy imports inside functions and `TYPE_CHECKING` imports count too: they
@@ -17,6 +17,7 @@ PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 # Highest first. Units on one line share a layer and may not import each other.
 LAYERS: list[tuple[str, ...]] = [
     ("cli",),
+    ("render",),  # how the CLI's output looks; cli imports it
     ("api",),
     ("evaluation",),
     ("answer",),
