@@ -6,7 +6,9 @@ Rich wraps only at whitespace and folds anything longer at an arbitrary characte
 a line may end after 、。・ and full-width closing brackets, before opening brackets, at a
 space (not inside 「243 秒」 or 「窓 4096」: a number stays with its label and unit) and
 where hiragana gives way to kanji, katakana or a digit (a bunsetsu boundary, roughly:
-「的を|絞った|質問で」). Only a phrase wider than the line is folded.
+「的を|絞った|質問で」). A phrase wider than a whole line is split more loosely (any space,
+any change of script), then between any two characters that kinsoku allows; only a run of
+latin letters wider than the line is folded anywhere.
 
 Imported by the CLI's commands, never at `rag --help`; rich is imported where it is used.
 """
@@ -55,12 +57,16 @@ def _break_level(text: str, i: int) -> int:
     if cur.isspace():
         return ANY
     if prev.isspace():
-        before = text[:i].rstrip()
-        if not before:
+        j = i - 1
+        while j >= 0 and text[j].isspace():
+            j -= 1
+        if j < 0:
             return ANY
-        if before[-1].isdigit() and cur not in _OPENERS:
+        if text[j].isdigit() and cur not in _OPENERS:
             return CHAR  # 「243 秒」: a number keeps its unit
-        return LOOSE if cur.isdigit() else PHRASE  # 「窓 4096」: and its label, room permitting
+        if cur.isdigit() and _script(text[j]) != "hiragana" or _script(cur) == "hiragana":
+            return LOOSE  # 「窓 4096」「Ollama は」: a label keeps its number, a word its particle
+        return PHRASE
     if cur in _NO_LINE_START or prev in _OPENERS:
         return ANY
     if prev in _BREAK_AFTER:

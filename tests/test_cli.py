@@ -339,3 +339,34 @@ def test_note_text_with_markup_prints_literally_in_ask_and_search(no_user_config
     monkeypatch.setattr(pipeline.index.search, "search", lambda index, q, k, retriever: [ScoredChunk(chunk, 0.5)])
     shown = invoke("search", "質問")
     assert literal in shown and "[1] a.md:1" in shown and "{" not in shown
+
+
+# Where a line may end in Japanese text (| marks each allowed break).
+PHRASE_TESTS = [
+    "的を|絞った|質問で|検索の|確信度も|十分",
+    "プレフィックスは|未キャッシュ",
+    "推定 243.0 秒・|0.0000 |(予算 30.0 秒)",
+    "検索モードの|回答が|「分かりません」だったため|長文脈で|再試行",
+    "Ollama の|既定の|ポート番号は |11434 で、|設定ファイルで|変えられます[1]。",
+    "Self-Route を|使う",
+]
+
+
+@pytest.mark.parametrize("marked", PHRASE_TESTS)
+def test_japanese_text_breaks_only_between_phrases(marked):
+    from pipeline.render import phrase_units
+
+    text = marked.replace("|", "")
+    assert "|".join(text[a:b] for a, b in phrase_units(text)) == marked
+
+
+def test_a_phrase_wider_than_the_line_is_split_without_breaking_kinsoku():
+    from rich.cells import cell_len
+
+    from pipeline.render import wrap
+
+    lines = [t.plain for t in wrap("「分かりません」だったため、プレフィックスは未キャッシュ。", 10, indent="  ")]
+    assert all(cell_len(line) <= 10 for line in lines)
+    assert not any(line.rstrip().endswith("「") or line.lstrip().startswith(("」", "、", "。", "ー", "ッ"))
+                   for line in lines), lines
+    assert "".join(line.strip() for line in lines) == "「分かりません」だったため、プレフィックスは未キャッシュ。"
