@@ -309,12 +309,16 @@ def eval_citations(
     data_dir: Path = typer.Argument(..., help="pairs.jsonl (premise, hypothesis, label) のあるフォルダ。"),
     limit: Optional[int] = typer.Option(None, "--limit", help="先頭 N 組だけ評価する。"),
     split: str = typer.Option("all", "--split", help="all | tune | holdout (重みの調整に使った半分 / 使っていない半分)。"),
-    no_embedder: bool = typer.Option(False, "--no-embedder", help="埋め込みを使わず、安い特徴だけで判定する。"),
+    no_embedder: bool = typer.Option(False, "--no-embedder", help="モデルを使わず、安い特徴だけで判定する (--model cheap)。"),
+    model: Optional[str] = typer.Option(
+        None, "--model", help="auto | entailment | embedding | cheap (既定: 設定の citation_model)。"
+    ),
     llm_judge: bool = typer.Option(False, "--llm-judge", help="迷う組だけ LLM に「はい/いいえ」を聞く (設定の llm_backend)。"),
     as_json: bool = JsonOpt,
 ):
-    """引用チェッカーを含意ペアで評価する (entailment = 裏付けあり): AUROC、正解率、
-    「裏付けなし」の適合率・再現率、1 組あたりの秒数。
+    """引用チェッカーを含意ペアで評価する (entailment = 裏付けあり): AUROC、正しい主張が
+    「裏付けなし」とされた割合、正解率、「裏付けなし」の適合率・再現率、1 組あたりの秒数。
+    含意モデルが学習に使った記事の主張は除いて評価する。
 
     例: rag eval citations ../shared/evaldata/jnli_v1.3_valid --limit 200 --json
     """
@@ -322,6 +326,8 @@ def eval_citations(
 
     if split not in ("all", "tune", "holdout"):
         raise typer.BadParameter("all | tune | holdout", param_hint="--split")
+    if model not in (None, "auto", "entailment", "embedding", "cheap"):
+        raise typer.BadParameter("auto | entailment | embedding | cheap", param_hint="--model")
     settings = _settings()
     judge = None
     if llm_judge:
@@ -331,13 +337,14 @@ def eval_citations(
         judge = make_judge(load_backend(settings))
     progress = None if as_json else (lambda n: typer.echo(f"  {n} 組…", err=True))
     ev = run_eval(settings, data_dir, limit=limit, split=split, use_embedder=not no_embedder,
-                  judge=judge, progress=progress)
+                  judge=judge, progress=progress, model=model)
     if as_json:
         _echo_json(ev.to_dict())
         return
     typer.echo(
-        f"{data_dir}: {ev.n} 組 (裏付けあり {ev.supported}), 判定 {ev.mode}, しきい値 {ev.threshold:.2f}\n"
-        f"  AUROC {ev.auroc:.3f}  正解率 {ev.accuracy:.3f}  "
+        f"{data_dir}: {ev.n} 組 (裏付けあり {ev.supported}), 判定 {ev.mode}, しきい値 {ev.threshold:.2f}"
+        + (f", 学習に使った {ev.excluded_trained} 組を除外" if ev.excluded_trained else "") + "\n"
+        f"  AUROC {ev.auroc:.3f}  正しい主張のうち裏付けなしとされた割合 {ev.correct_flagged:.1%}  正解率 {ev.accuracy:.3f}  "
         f"裏付けなしの適合率 {ev.precision_unsupported:.3f} / 再現率 {ev.recall_unsupported:.3f}\n"
         f"  1 組 {ev.seconds_per_pair * 1000:.1f} ms" + (f", LLM 判定 {ev.judge_calls} 回" if ev.judge_calls else "")
     )
@@ -358,6 +365,7 @@ def eval_answers(
     from rich.progress import Progress
 
     from pipeline.evaluation.answers import run_answer_eval
+    from pipeline.render import human
 
     if mode not in ("auto", "retrieve", "long-context"):
         raise typer.BadParameter("auto | retrieve | long-context", param_hint="--mode")
@@ -379,7 +387,7 @@ def eval_answers(
         f"{data_dir}: {report['n_queries']} 問, backend {report['backend']}, mode {mode}\n"
         f"  含有率 {report['contains']}  文字F1 {report['char_f1']}  正解文書を引用 {report['cited_gold_doc']}\n"
         f"  引用 再現率 {report['citation_recall']} / 適合率 {report['citation_precision']}\n"
-        f"  モード {report['modes']}  読んだトークン平均 {report['tokens_read_mean']}  "
+        f"  モード {human(report['modes'])}  読んだトークン平均 {report['tokens_read_mean']}  "
         f"1 問 {report['seconds_per_question']} 秒"
     )
 

@@ -196,7 +196,15 @@ class Settings(BaseSettings):
     )
     refuse_below: float = Field(0.5, ge=0, le=1, description="Refuse when less of the answer is supported.")
     citation_llm_judge: bool = Field(False, description="Ask the LLM about the claims the checker is unsure of.")
-    citation_threshold: float | None = Field(None, description="Support threshold; unset = the fitted one.")
+    citation_threshold: float | None = Field(
+        None, description="Support threshold; unset = the mode's own (the entailment model's, or the fitted one)."
+    )
+    citation_model: Literal["auto", "entailment", "embedding", "cheap"] = Field(
+        "auto",
+        description="What the citation checker reads meaning with: entailment = the entailment model trained here "
+        "(fails when its artifact is missing: make train-checker); embedding = the embedder's cosine; cheap = words, "
+        "numbers and case roles only; auto = entailment when its artifact loads, else embedding (with a warning).",
+    )
 
     @classmethod
     def settings_customise_sources(

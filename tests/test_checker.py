@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pipeline.check import REFUSAL, CitationChecker, apply_policy
 from pipeline.check.analysis import analyze
 from pipeline.check.evidence import is_instruction
 from pipeline.check.model import FITTED_PATH, load_weights
+from pipeline.check.semantic import EntailmentStage
 from pipeline.documents import Chunk, Source
 from pipeline.errors import ModelUnavailable
 from pipeline.evaluation.citations import auroc, classification, evaluate, fit_logistic, load_pairs, refit, split_of
@@ -441,6 +443,178 @@ def test_shipped_claim_sets_are_small_and_attributed():
         assert "entailment" in labels and len(labels) >= 2
 
 
+# ---------------------------------------------------------------- the entailment stage (a fake model)
+
+class FakeEntailment:
+    """Stands in for `EntailmentModel`: P(entailed) from `rule(premise, claim)`; records every batch."""
+
+    threshold = 0.6
+    config = SimpleNamespace(seed=13)
+
+    def __init__(self, rule=lambda premise, claim: 0.02):
+        self.rule = rule
+        self.batches: list[list[tuple[str, str]]] = []
+
+    def score(self, pairs):
+        self.batches.append(list(pairs))
+        return [self.rule(p, c) for p, c in pairs]
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        return [pair for batch in self.batches for pair in batch]
+
+
+def _entailing(*facts: tuple[str, str], p: float = 0.9):
+    """A rule: P = `p` when the premise holds the first fragment and the claim the second."""
+    return lambda premise, claim: p if any(a in premise and b in claim for a, b in facts) else 0.03
+
+
+def _entail_checker(model: FakeEntailment, settings=None) -> CitationChecker:
+    return CitationChecker(settings, semantic=EntailmentStage(model))
+
+
+KITCHEN = [Source(1, _chunk("kitchen", "/notes/kitchen.md", "彼女は台所で料理を作っている。")), *SOURCES[1:]]
+
+
+def test_a_sentence_its_cited_span_entails_is_supported():
+    answer = "彼女は台所で食べ物を作っている[1]。"
+    model = FakeEntailment(_entailing(("料理", "食べ物")))
+    ch = _entail_checker(model)
+    (v,) = ch.check(answer, KITCHEN).verdicts
+    assert ch.mode == "entailment" and ch.threshold == model.threshold
+    assert v.label == "supported" and v.score == pytest.approx(0.9)
+    # The same model saying "not entailed" makes it unsupported: the verdict follows the model.
+    (no,) = _entail_checker(FakeEntailment()).check(answer, KITCHEN).verdicts
+    assert no.label == "unsupported"
+
+
+@pytest.mark.parametrize("answer,topic,why", [
+    ("13Bモデルは4bit量子化すると約4GBのメモリで動きます[2]。", "量子化", "13B"),  # a changed number
+    ("Ollamaの既定のポートは8080です[1]。", "ポート", "8080"),
+    ("モデルは ollama pull で取得しない[1]。", "ollama pull", "否定"),  # the opposite polarity
+])
+def test_a_hard_conflict_is_unsupported_however_sure_the_model_is(answer, topic, why):
+    ch = _entail_checker(FakeEntailment(_entailing((topic, topic), p=0.99)))  # fooled by the cited source
+    (v,) = ch.check(answer, SOURCES).verdicts
+    assert v.label == "unsupported"
+    assert v.score < ch.threshold
+    assert any(why in r for r in v.reasons)
+
+
+def test_a_number_the_span_only_lacks_is_left_to_the_model():
+    # 男女 → 二人: a count the source does not state is no contradiction (JNLI has many)
+    source = [Source(1, _chunk("room", "/room.md", "部屋の中では男女が鞄に荷物を詰めています。"))]
+    answer = "男女二人が荷物を詰めています[1]。"
+    (v,) = _entail_checker(FakeEntailment(_entailing(("男女", "二人")))).check(answer, source).verdicts
+    assert v.label == "supported"
+    (cheap,) = CitationChecker(None).check(answer, source).verdicts
+    assert cheap.label == "unsupported"  # the cheap signals alone call it a mismatch
+
+
+def test_each_claim_and_source_is_scored_once_in_batches():
+    answer = ("Ollamaの既定のポートは11434です[1]。7Bモデルは4bit量子化すると約4GBのメモリで動きます[2]。"
+              "RAGは検索した文書を根拠に回答する手法です[3]。")
+    model = FakeEntailment(_entailing(("11434", "11434"), ("4GB", "4GB"), ("RAG", "RAG")))
+    checked = _entail_checker(model).check(answer, SOURCES)
+    assert _labels(checked) == ["supported"] * 3
+    assert len(model.batches) == 1  # one model call for the whole answer
+    # one pair per (sentence, cited source), the premise being the whole source, not one of its sentences
+    assert [p for p, _ in model.pairs] == ["Ollamaの既定のポートは11434です。モデルは ollama pull で取得する。",
+                                          "量子化メモ\n7Bモデルは4bit量子化で約4GBのメモリで動く。",
+                                          "RAGは検索した文書を根拠にして回答する手法です。"]
+
+
+def test_a_sentence_its_citation_does_not_support_is_tried_on_the_other_sources_in_one_more_call():
+    answer = "Ollamaの既定のポートは11434です[3]。RAGは検索した文書を根拠に回答する手法です[3]。Ollamaは2019年に公開されました。"
+    model = FakeEntailment(_entailing(("11434", "11434"), ("RAG", "RAG")))
+    checked = _entail_checker(model).check(answer, SOURCES)
+    assert _labels(checked) == ["supported_by_other", "supported", "uncited"]
+    assert checked.verdicts[0].fixed_citations == (1,)
+    assert len(model.batches) == 2  # the cited pairs, then the others of the two sentences left unsupported
+    assert len(model.pairs) == len(set(model.pairs)) == 2 + 3 + 4
+    # the injected instruction of source 4 is no evidence: the model never reads it
+    assert not any("答えてください" in p for p, _ in model.pairs)
+
+
+def test_entailment_threshold_comes_from_the_model_and_the_setting_overrides_it():
+    from pipeline.settings import Settings
+
+    assert _entail_checker(FakeEntailment()).threshold == FakeEntailment.threshold
+    assert _entail_checker(FakeEntailment(), Settings(citation_threshold=0.3)).threshold == 0.3
+
+
+@pytest.fixture
+def no_artifact(tmp_path, monkeypatch):
+    """The entailment artifact's folder is empty: loading it fails as a missing one does."""
+    import pipeline.check.entailment as entailment
+    from pipeline.check.entailment import artifact
+
+    monkeypatch.setattr(entailment, "read_config", lambda folder: artifact.read_config(tmp_path))
+    return tmp_path
+
+
+def test_a_missing_artifact_falls_back_to_the_embedder_and_says_so(no_artifact, caplog):
+    from pipeline.index.embedder import HashEmbedder
+    from pipeline.settings import Settings
+
+    settings = Settings(embed_model="hash:64", citation_model="auto")
+    with caplog.at_level("WARNING"):
+        ch = CitationChecker.from_settings(settings, embedder=lambda: HashEmbedder(64))
+    assert ch.mode == "embed" and ch.describe()["mode"] == "embed"
+    assert "embed" in ch.fallback and "make train-checker" in ch.fallback and str(no_artifact) in ch.fallback
+    assert ch.fallback in caplog.text
+    assert ch.threshold == load_weights().thresholds["embed"]
+    assert CitationChecker.from_settings(settings).mode == "cheap"  # no embedder either
+    with pytest.raises(ModelUnavailable, match="make train-checker"):
+        CitationChecker.from_settings(Settings(citation_model="entailment"))
+
+
+def test_the_entailment_model_is_the_default_when_it_loads(monkeypatch):
+    from pipeline.settings import Settings
+
+    model = FakeEntailment()
+    monkeypatch.setattr(EntailmentStage, "load", classmethod(lambda cls, settings: cls(model)))
+
+    def no_embedder():
+        raise AssertionError("the embedder is not loaded when the entailment model is used")
+
+    ch = CitationChecker.from_settings(Settings(), embedder=no_embedder)
+    assert Settings().citation_model == "auto"
+    assert ch.describe() == {"mode": "entailment", "threshold": model.threshold, "judge": False, "fallback": None}
+    assert ch.semantic.model is model
+    for choice, mode in (("embedding", "cheap"), ("cheap", "cheap")):  # never the model, when not asked for
+        assert CitationChecker.from_settings(Settings(citation_model=choice)).mode == mode
+
+
+def test_eval_citations_reports_the_entailment_mode_on_pairs_it_never_trained_on(tmp_path, monkeypatch):
+    from pipeline.evaluation.citations import run_eval, unseen_by_model
+    from pipeline.evaluation.entailment_data import split_of as article_split
+    from pipeline.settings import Settings
+
+    rows = []
+    for k in range(40):  # claims of 40 JSQuAD articles: the model trained on most of them
+        group = f"jsquad:a{k}"
+        rows.append({"premise": "猫が寝ている。", "hypothesis": "猫が寝ている。", "label": "entailment",
+                     "pair_id": f"c{k}", "meta": {"group": group}})
+    rows.append({"premise": "犬が走る。", "hypothesis": "犬が走る。", "label": "entailment", "pair_id": "jnli-test:1"})
+    rows.append({"premise": "犬が走る。", "hypothesis": "猫が走る。", "label": "contradiction", "pair_id": "jnli:1"})
+    rows.append({"premise": "犬が走る。", "hypothesis": "犬が走る。", "label": "entailment", "pair_id": "jnli:2"})
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    heldout = [r for r in rows[:40] if article_split(r["meta"]["group"], 13, 0.2, 0.1) == "heldout"]
+    assert 0 < len(heldout) < 40
+    kept, excluded = unseen_by_model(rows, seed=13)
+    assert kept == heldout + rows[-2:] and excluded == 41 - len(heldout)
+
+    model = FakeEntailment(lambda premise, claim: 0.9 if "猫" in premise or claim == premise else 0.1)
+    monkeypatch.setattr(EntailmentStage, "load", classmethod(lambda cls, settings: cls(model)))
+    ev = run_eval(Settings(), tmp_path, model="entailment")
+    assert ev.mode == "entailment" and ev.n == len(kept) and ev.excluded_trained == excluded
+    assert ev.auroc == 1.0 and ev.correct_flagged == 0.0 and ev.seconds_per_pair > 0
+    assert len(model.batches) == 1  # batched, as when it checks an answer
+    cheap = run_eval(Settings(), tmp_path, use_embedder=False)  # the other modes score every pair
+    assert cheap.mode == "cheap" and cheap.n == len(rows) and cheap.excluded_trained == 0
+
+
 # ---------------------------------------------------------------- the real embedder
 
 @pytest.mark.slow
@@ -459,6 +633,28 @@ def test_adversarial_answers_get_the_right_verdicts_with_the_real_embedder():
     ]
     for answer, labels in cases:
         assert _labels(ch.check(answer, SOURCES)) == labels, answer
+
+
+@pytest.mark.slow
+def test_the_shipped_entailment_model_checks_an_extractive_answer_over_the_demo_corpus(tmp_path):
+    from pipeline.answer.engine import Answerer
+    from pipeline.check.entailment import ARTIFACT_DIR, REBUILD
+    from pipeline.check.entailment.artifact import CONFIG_FILE
+    from pipeline.index.snapshot import open_index
+    from pipeline.ingest.sync import Ingestor
+    from tests.conftest import DEMO, hash_settings
+
+    if not (ARTIFACT_DIR / CONFIG_FILE).exists():
+        pytest.skip(f"the entailment model has not been trained yet: run `{REBUILD}` to build {ARTIFACT_DIR}")
+    settings = hash_settings(tmp_path / "idx")
+    Ingestor(settings, tmp_path / "idx").run([DEMO])
+    answerer = Answerer.from_settings(settings, "extractive", open_index(settings))
+    assert answerer.checker.describe()["mode"] == "entailment" and answerer.checker.fallback is None
+    answer = answerer.ask("Ollamaの既定のポート番号は？", mode="retrieve")
+    port = [v for v in answer.checked.verdicts if "11434" in v.sentence.text]
+    assert port and all(v.label == "supported" for v in port), [(v.sentence.text, v.score) for v in port]
+    wrong = answerer.checker.check(answer.raw_answer.replace("11434", "8080"), list(answer.sources))
+    assert all(v.label != "supported" for v in wrong.verdicts if "8080" in v.sentence.text)
 
 
 @pytest.mark.parametrize("module", [

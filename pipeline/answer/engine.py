@@ -174,7 +174,9 @@ class Answerer:
             from pipeline.answer.judge import llm_judge
 
             judge = llm_judge(llm)
-        checker = CitationChecker(settings, embedder=snapshot.embedder, judge=judge)
+        # settings.citation_model: the entailment model (loaded here, once per Answerer) or, when its
+        # artifact is missing, the index's embedder (loaded only then).
+        checker = CitationChecker.from_settings(settings, embedder=lambda: snapshot.embedder, judge=judge)
         return cls(settings, snapshot, llm, checker)
 
     # -- facts for the router ----------------------------------------------------

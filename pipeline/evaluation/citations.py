@@ -1,10 +1,18 @@
 """`rag eval citations`: how well the citation checker separates supported from unsupported.
 
 A data folder holds ``pairs.jsonl`` lines ``{"premise", "hypothesis", "label", "pair_id",
-"meta"}``; a pair is *supported* when ``label == "entailment"``. `evaluate` scores every
-pair with `CitationChecker.support` and reports AUROC (supported vs not), and at the
-checker's threshold the accuracy and the precision / recall of "unsupported", plus the
-seconds per pair.
+"meta"}`` (the JNLI layout of ``shared/evaldata/jnli_v1.3_valid``, and our claim sets); a
+pair is *supported* when ``label == "entailment"``. `evaluate` scores every pair with
+`CitationChecker.support_many` (the semantic stage batched, as when it checks an answer)
+and reports AUROC (supported vs not), and at the checker's threshold the share of correct
+claims flagged, the accuracy and the precision / recall of "unsupported", plus the seconds
+per pair, for the mode in use (``settings.citation_model``; `run_eval`).
+
+The entailment model (mode "entailment") trained on claims built from the QA dev sets'
+articles and on the NLI training sets: `run_eval` reports it only on what it never saw
+(`unseen_by_model`: the claims of its held-out articles, as
+``python -m pipeline.evaluation.entailment_eval --claims`` does) and says how many pairs it
+left out (``excluded_trained``).
 
 The checker's fitted weights (``pipeline/check/fitted.json``) come from `refit`: features
 on the *tune* half of each dataset (JNLI valid, claims_jsquad, claims_roles; halves by a
@@ -25,7 +33,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -49,15 +57,20 @@ __all__ = [
     "refit",
     "run_eval",
     "split_of",
+    "unseen_by_model",
 ]
 
 
-def load_pairs(data_dir: str | Path, limit: int | None = None, split: str = "all") -> list[dict]:
-    """Pairs from ``DATA_DIR/pairs.jsonl`` (or a .jsonl file), optionally one half, first `limit`."""
+def _check_limit(limit: int | None) -> None:
     if limit is not None and limit < 0:
         from pipeline.errors import InvalidInput
 
         raise InvalidInput(f"--limit は 0 以上にしてください: {limit}")
+
+
+def load_pairs(data_dir: str | Path, limit: int | None = None, split: str = "all") -> list[dict]:
+    """Pairs from ``DATA_DIR/pairs.jsonl`` (or a .jsonl file), optionally one half, first `limit`."""
+    _check_limit(limit)
     path = Path(data_dir)
     if path.is_dir():
         path = path / "pairs.jsonl"
@@ -102,7 +115,9 @@ class CitationEval:
     threshold: float
     supported: int
     judge_calls: int
-    mode: str  # "cheap" | "embed" (+ "+judge")
+    mode: str  # "cheap" | "embed" | "entailment" (+ "+judge")
+    correct_flagged: float = float("nan")  # share of supported pairs scored under the threshold
+    excluded_trained: int = 0  # pairs left out: the entailment model trained on them (`unseen_by_model`)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -122,16 +137,27 @@ def classification(labels: Sequence[int], scores: Sequence[float], threshold: fl
     }
 
 
+def _correct_flagged(labels: Sequence[int], scores: Sequence[float], threshold: float) -> float:
+    """Share of the supported pairs scored under `threshold` (flagged although correct)."""
+    pos = [s for y, s in zip(labels, scores) if y]
+    return sum(s < threshold for s in pos) / len(pos) if pos else float("nan")
+
+
+# Pairs per progress report (and per `support_many` call).
+PROGRESS_EVERY = 100
+
+
 def evaluate(checker, pairs: Sequence[dict], progress: Callable[[int], None] | None = None) -> tuple[CitationEval, list[float]]:
-    """Score every pair with `checker.support`; the summary and the scores."""
+    """Score every pair with `checker.support_many`; the summary and the scores."""
     labels = [int(p["label"] == "entailment") for p in pairs]
     scores: list[float] = []
     t0 = time.perf_counter()
     calls0 = checker.judge_calls
-    for i, p in enumerate(pairs):
-        scores.append(checker.support(p["premise"], p["hypothesis"]))
-        if progress and (i + 1) % 100 == 0:
-            progress(i + 1)
+    for start in range(0, len(pairs), PROGRESS_EVERY):
+        batch = pairs[start:start + PROGRESS_EVERY]
+        scores += checker.support_many([(p["premise"], p["hypothesis"]) for p in batch])
+        if progress and len(batch) == PROGRESS_EVERY:
+            progress(len(scores))
     secs = time.perf_counter() - t0
     cls = classification(labels, scores, checker.threshold)
     mode = checker.mode + ("+judge" if checker.use_judge else "")
@@ -143,25 +169,72 @@ def evaluate(checker, pairs: Sequence[dict], progress: Callable[[int], None] | N
         supported=sum(labels),
         judge_calls=checker.judge_calls - calls0,
         mode=mode,
+        correct_flagged=_correct_flagged(labels, scores, checker.threshold),
         **cls,
     )
     return ev, scores
 
 
+# What the entailment model trained on (`pipeline.evaluation.entailment_data`): claims and role
+# pairs whose meta.group is an article of these QA sets, and the NLI training sets, by pair id.
+def _trained_claim_sources() -> tuple[str, ...]:
+    from pipeline.evaluation.entailment_data import JEMHOP, QA_SETS
+
+    return tuple(f"{name.split('_')[0]}:" for name in QA_SETS) + (f"{JEMHOP.split('_')[0]}:",)
+
+
+TRAINED_NLI_IDS = ("jnli-test:", "jsick:")  # shared/traindata/jnli_v1.3_test, jsick_train
+
+
+def unseen_by_model(pairs: Sequence[dict], seed: int) -> tuple[list[dict], int]:
+    """The pairs the entailment model trained with `seed` never saw, and how many were left out.
+
+    A claim or role pair from a QA set it trained on counts only when its article
+    (``meta.group``) fell on the held-out side of its split (`entailment_data.split_of`,
+    as `entailment_eval --claims`); pairs of its NLI training sets never count; any other
+    pair (JNLI valid, other data) counts."""
+    from pipeline.evaluation.entailment_data import DataConfig, split_of as article_split
+
+    cfg = DataConfig()
+    sources = _trained_claim_sources()
+    kept = []
+    for p in pairs:
+        group = str((p.get("meta") or {}).get("group") or "")
+        if str(p.get("pair_id") or "").startswith(TRAINED_NLI_IDS):
+            continue
+        if group.startswith(sources) and article_split(group, seed, cfg.heldout, cfg.val) != "heldout":
+            continue
+        kept.append(p)
+    return kept, len(pairs) - len(kept)
+
+
 def run_eval(settings, data_dir: str | Path, limit: int | None = None, split: str = "all",
-             use_embedder: bool = True, judge=None, progress=None) -> CitationEval:
-    """What `rag eval citations` runs: load the pairs, build the checker, evaluate."""
+             use_embedder: bool = True, judge=None, progress=None, model: str | None = None) -> CitationEval:
+    """What `rag eval citations` runs: load the pairs, build the checker, evaluate.
+
+    `model` ("auto" | "entailment" | "embedding" | "cheap") replaces ``settings.citation_model``;
+    without `use_embedder`, "cheap". In mode "entailment" only the pairs the model never saw
+    are scored (`unseen_by_model`); `limit` counts those.
+    """
     from pipeline.check import CitationChecker
 
-    pairs = load_pairs(data_dir, limit=limit, split=split)
-    embedder = None
-    if use_embedder:
+    _check_limit(limit)
+    pairs = load_pairs(data_dir, split=split)
+    choice = "cheap" if not use_embedder else (model or settings.citation_model)
+    settings = settings.model_copy(update={"citation_model": choice})
+
+    def embedder():
         from pipeline.index.embedder import load_embedder
 
-        embedder = load_embedder(settings)
-    checker = CitationChecker(settings, embedder=embedder, judge=judge)
+        return load_embedder(settings)
+
+    checker = CitationChecker.from_settings(settings, embedder=embedder, judge=judge)
+    excluded = 0
+    if checker.entails:
+        pairs, excluded = unseen_by_model(pairs, checker.semantic.model.config.seed)
+    pairs = pairs[:limit] if limit else pairs
     ev, _ = evaluate(checker, pairs, progress=progress)
-    return ev
+    return replace(ev, excluded_trained=excluded)
 
 
 # --------------------------------------------------------------------------
