@@ -378,9 +378,10 @@ def test_rag_eval_citations_prints_one_json_object(pairs_dir):
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
-    for key in ("n", "auroc", "accuracy", "precision_unsupported", "recall_unsupported", "seconds_per_pair"):
+    for key in ("n", "auroc", "accuracy", "precision_unsupported", "recall_unsupported", "seconds_per_pair",
+                "correct_flagged", "mode"):
         assert key in data
-    assert data["n"] == 4
+    assert data["n"] == 4 and data["mode"] == "cheap"
 
 
 def test_rag_eval_citations_explains_a_missing_pairs_file(tmp_path):
