@@ -284,6 +284,10 @@ def _render_answer(data: dict, explain: bool, console=None) -> None:
         for name, est in route["estimates"].items():
             say(f"{name}: 読むトークン {est['input_tokens']}, 推定 {est['seconds']} 秒, 費用 {est['cost']}", "  - ", "    ")
         say(f"実測 {data['seconds']} 秒, 読んだトークン {data['tokens_read']}", "  - ", "    ")
+        if data.get("checker"):
+            c = data["checker"]
+            fallback = f" ← {c['fallback'].splitlines()[0]}" if c["fallback"] else ""
+            say(f"引用チェック: {c['mode']} (しきい値 {c['threshold']}){fallback}", "  - ", "    ")
 
 
 @app.command()

@@ -25,7 +25,7 @@ def demo_index(tmp_path, notes):
 ASK_JSON_KEYS = {
     "question", "answer", "raw_answer", "evidence", "mode", "fallback_from", "backend", "refused",
     "route", "sentences", "citation_recall", "citation_precision", "sources", "seconds",
-    "tokens_read", "label", "answer_label_added",
+    "tokens_read", "label", "answer_label_added", "checker",
 }
 
 

@@ -86,6 +86,7 @@ class Answer:
     # ALCE citation recall / precision of `answer` as shown (see `figures_as_shown`).
     citation_recall: float | None = None
     citation_precision: float | None = None
+    checker: dict | None = None  # what checked the citations (`CitationChecker.describe`): mode, threshold, fallback
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -119,6 +120,7 @@ class Answer:
             "tokens_read": self.tokens_read,
             "label": self.label,
             "answer_label_added": self.answer_label_added,
+            "checker": self.checker,
         }
 
 
@@ -401,6 +403,7 @@ class Answerer:
             completion=draft.completion, seconds=round(time.perf_counter() - started, 2),
             tokens_read=tokens_read, label=draft.label, answer_label_added=draft.answer_label_added,
             citation_recall=recall, citation_precision=precision,
+            checker=self.checker.describe() if self.checker is not None else None,
         )
 
 
