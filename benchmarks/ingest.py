@@ -86,13 +86,13 @@ def main() -> None:
     nodes = pipeline.run(documents=documents)
     stock = time.perf_counter() - t0
 
-    print(f"data: {args.data} ({len(docs)} articles, {chars} characters)")
+    print(f"data: {os.path.relpath(args.data, REPO)} ({len(docs)} articles, {chars} characters)")
     print(f"ours : {ours:7.1f} s  {chars / ours:8.0f} chars/s  {summary.chunks / ours:6.2f} chunks/s  "
           f"{summary.chunks} chunks; embedding {embedder.seconds:.1f} s = {100 * embedder.seconds / ours:.0f}% of the time, "
           f"everything else {ours - embedder.seconds:.1f} s")
     print(f"stock: {stock:7.1f} s  {chars / stock:8.0f} chars/s  {len(nodes) / stock:6.2f} chunks/s  {len(nodes)} chunks")
     print(f"ratio ours/stock wall time: {ours / stock:.2f}  (per chunk: {(ours / summary.chunks) / (stock / len(nodes)):.2f})")
-    print(f"command: .venv/bin/python benchmarks/ingest.py --data {args.data} --docs {args.docs}")
+    print(f"command: .venv/bin/python benchmarks/ingest.py --data {os.path.relpath(args.data, REPO)} --docs {args.docs}")
 
 
 if __name__ == "__main__":

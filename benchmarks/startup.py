@@ -83,7 +83,7 @@ def main() -> int:
     results = {name: measure(cmd, args.runs) for name, cmd in commands.items()}
     load_after = os.getloadavg()
     reproduce = "(from the repository root) " + shlex.join(
-        ["python", "benchmarks/startup.py", "--index", str(args.index), "--runs", str(args.runs)]
+        ["python", "benchmarks/startup.py", "--index", os.path.relpath(args.index, REPO), "--runs", str(args.runs)]
     )
     report = {
         "index": str(index),

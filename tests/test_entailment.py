@@ -270,13 +270,13 @@ def test_a_corrupted_artifact_names_the_file_and_the_rebuild_command(tmp_path):
 
 
 def test_an_unreadable_safetensors_file_is_model_unavailable(tmp_path):
-    from pipeline.check.entailment.artifact import sha256_of
+    from pipeline.models import file_sha256
 
     model, _, _ = _tiny()
     config = _artifact(tmp_path, model)
     weights = tmp_path / WEIGHTS_FILE
     weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}" + b"\0" * 64)
-    config = ArtifactConfig(**{**config.__dict__, "sha256": sha256_of(weights)})  # the sha matches: the file is bad
+    config = ArtifactConfig(**{**config.__dict__, "sha256": file_sha256(weights)})  # the sha matches: the file is bad
     with pytest.raises(ModelUnavailable, match="safetensors") as err:
         read_weights(tmp_path, config, _expected(model))
     assert str(weights) in str(err.value) and REBUILD in str(err.value)

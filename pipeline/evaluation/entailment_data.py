@@ -137,6 +137,23 @@ def _paragraph_article(queries: Sequence[dict]) -> dict[str, str]:
     return {q["gold_doc_ids"][0]: q["meta"]["article_id"] for q in queries}
 
 
+def _add_altered_claims(add, premise: str, claim: str, question: str, answer: str,
+                        other_answers: list[str], rng: random.Random) -> None:
+    """The claim with a number changed, with an answer of the same type from elsewhere, and
+    negated: each not entailed by `premise` (in this order: the rng draws stay the same)."""
+    number = _swap_number(claim, rng)
+    if number and number != claim:
+        add(premise, number, 0, "number")
+    cands = _same_type(answer, other_answers)
+    if cands:
+        hyp = question_to_claim(question, rng.choice(cands))
+        if hyp:
+            add(premise, hyp, 0, "entity")
+    neg = _negated(claim)
+    if neg:
+        add(premise, neg, 0, "negated")
+
+
 def qa_claims(folder: Path, source: str, cfg: DataConfig) -> list[Example]:
     """Claims from a paragraph-level QA set (JSQuAD, JaQuAD): see the module docstring."""
     corpus = {d["doc_id"]: d for d in _jsonl(Path(folder) / "corpus.jsonl")}
@@ -181,17 +198,8 @@ def qa_claims(folder: Path, source: str, cfg: DataConfig) -> list[Example]:
             hyp = question_to_claim(q["question"], rng.choice(sorted(others)))
             if hyp:
                 add(premise, hyp, 0, "wrong_answer")
-        number = _swap_number(claim, rng)
-        if number and number != claim:
-            add(premise, number, 0, "number")
-        cands = _same_type(answer, [a for art, a in answers if art != article and a not in text and a not in title])
-        if cands:
-            hyp = question_to_claim(q["question"], rng.choice(cands))
-            if hyp:
-                add(premise, hyp, 0, "entity")
-        neg = _negated(claim)
-        if neg:
-            add(premise, neg, 0, "negated")
+        _add_altered_claims(add, premise, claim, q["question"], answer,
+                            [a for art, a in answers if art != article and a not in text and a not in title], rng)
         sibs = [d for d in by_article[article]
                 if d != doc["doc_id"] and not any(a in corpus[d]["text"] for a in q["answers"])]
         if sibs:
@@ -240,17 +248,8 @@ def jemhop_claims(folder: Path, cfg: DataConfig) -> list[Example]:
             hyp = question_to_claim(q["question"], rng.choice(sorted(set(others))))
             if hyp:
                 add(premise, hyp, 0, "wrong_answer")
-        number = _swap_number(claim, rng)
-        if number and number != claim:
-            add(premise, number, 0, "number")
-        cands = _same_type(answer, [a for g, a in answers if f"jemhopqa:{g}" != group and a not in premise])
-        if cands:
-            hyp = question_to_claim(q["question"], rng.choice(cands))
-            if hyp:
-                add(premise, hyp, 0, "entity")
-        neg = _negated(claim)
-        if neg:
-            add(premise, neg, 0, "negated")
+        _add_altered_claims(add, premise, claim, q["question"], answer,
+                            [a for g, a in answers if f"jemhopqa:{g}" != group and a not in premise], rng)
         if len(cards) > 1 and answer not in cards[0]:
             add(premise_window(cards[0], claim, cfg.premise_chars), claim, 0, "partial")
     return out

@@ -14,13 +14,13 @@ the command that rebuilds it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import ModelUnavailable
+from pipeline.models import file_sha256
 
 ARTIFACT_DIR = Path(__file__).resolve().parent
 CONFIG_FILE = "config.json"
@@ -74,14 +74,6 @@ def unavailable(path: Path, reason: str) -> ModelUnavailable:
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_fingerprint(base_dir: Path) -> BaseFingerprint:
     """The fingerprint of a rebuilt e5 folder, from its build marker."""
     from pipeline.models.e5 import MODEL_NAME
@@ -128,7 +120,7 @@ def check_sha256(folder: Path, config: ArtifactConfig) -> Path:
     path = Path(folder) / config.weights
     if not path.exists():
         raise unavailable(path, "ファイルがありません")
-    digest = sha256_of(path)
+    digest = file_sha256(path)
     if digest != config.sha256:
         raise unavailable(path, f"sha256 が一致しません ({digest[:12]}…, 期待値 {config.sha256[:12]}…)")
     return path
@@ -174,7 +166,7 @@ def write_artifact(folder: Path, config: ArtifactConfig, tensors: Mapping[str, A
     save_file({k: v.detach().to("cpu").half().contiguous() for k, v in tensors.items()}, str(weights),
               metadata={"format": "pt"})
     weights.chmod(0o644)  # safetensors writes 0600; the file ships as package data
-    config = replace(config, sha256=sha256_of(weights))
+    config = replace(config, sha256=file_sha256(weights))
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), ensure_ascii=False, indent=2) + "\n",
                                       encoding="utf-8")
     (folder / CARD_FILE).write_text(card, encoding="utf-8")
