@@ -360,11 +360,21 @@ def eval_answers(
     mode: str = typer.Option("auto", "--mode", help="auto | retrieve | long-context"),
     limit: Optional[int] = typer.Option(30, "--limit", help="評価する質問の数 (全体から均等に選ぶ)。"),
     backend: Optional[str] = typer.Option(None, "--backend", help="embedded | ollama | openai | extractive"),
+    unanswerable_from: Optional[Path] = typer.Option(
+        None, "--unanswerable-from",
+        help="別のデータセットのフォルダ。その質問 (答えがこの資料にないもの) に「分かりません」と答える割合を測る。",
+    ),
+    unanswerable_limit: Optional[int] = typer.Option(
+        None, "--unanswerable-limit", help="答えのない質問の数 (均等に選ぶ。既定: --limit と同じ)。"
+    ),
     as_json: bool = JsonOpt,
 ):
     """回答の正しさ (含有率・文字 F1)、選ばれたモード、読んだトークン数、1 問あたりの秒数を測る。
+    --unanswerable-from を付けると、答えが資料にない質問で正直に「分かりません」と答えるかも測る。
 
     例: rag eval answers ../shared/evaldata/jsquad_v1.3_valid_articles --mode retrieve --limit 30
+
+    例: rag eval answers ../shared/evaldata/jsquad_v1.3_valid_articles --unanswerable-from ../shared/evaldata/jaquad_dev_articles
     """
     from rich.progress import Progress
 
@@ -383,6 +393,8 @@ def eval_answers(
 
         report = run_answer_eval(
             _settings(), data_dir, mode=mode, limit=limit, backend=backend, progress=progress,
+            unanswerable_from=unanswerable_from,
+            unanswerable_limit=unanswerable_limit if unanswerable_limit is not None else limit,
         )
     if as_json:
         _echo_json(report)
@@ -392,8 +404,14 @@ def eval_answers(
         f"  含有率 {report['contains']}  文字F1 {report['char_f1']}  正解文書を引用 {report['cited_gold_doc']}\n"
         f"  引用 再現率 {report['citation_recall']} / 適合率 {report['citation_precision']}\n"
         f"  モード {human(report['modes'])}  読んだトークン平均 {report['tokens_read_mean']}  "
-        f"1 問 {report['seconds_per_question']} 秒"
+        f"1 問 {report['seconds_per_question']} 秒\n"
+        f"  「分かりません」と答えた割合 {report['refusal_rate']} (答えのある質問で)"
     )
+    if (u := report["unanswerable"]) is not None:
+        typer.echo(
+            f"  答えのない質問 {u['n_queries']} 問: 「分かりません」と答えた割合 {u['refusal_rate']} "
+            f"(候補 {u['candidates']} 問のうち、正解が資料にあるため除外 {u['dropped_as_answerable']} 問)"
+        )
 
 
 @eval_app.command("retrieval")
