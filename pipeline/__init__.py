@@ -5,7 +5,7 @@ The public surface is small and import-light; heavy libraries load on first use.
 
 # `ingest` stays `pipeline.api.ingest`: bound here it would be replaced by the subpackage
 # `pipeline.ingest` as soon as that is first imported (by the first call, for one).
-from pipeline.api import answerer_for, ask, open_index, search, settings_for, status
+from pipeline.api import answerer_for, ask, open_index, prepare_long_context, search, settings_for, status
 from pipeline.documents import Chunk, Document, Section, Span
 from pipeline.errors import (
     BackendUnavailable,
@@ -42,6 +42,7 @@ __all__ = [
     "ask",
     "load_settings",
     "open_index",
+    "prepare_long_context",
     "search",
     "settings_for",
     "status",

@@ -116,8 +116,14 @@ def ingest(
         False, "--rebuild",
         help="インデックスをノートから作り直す (Chroma に残っている同じチャンクのベクトルは再利用)。",
     ),
+    no_prefix: bool = typer.Option(
+        False, "--no-prefix",
+        help="取り込み後に長文脈の準備 (コーパス全体を LLM に一度読ませて状態を保存) をしない。",
+    ),
 ):
     """フォルダを取り込み、変更されたファイルだけを埋め込み直す。壊れたインデックスはノートから作り直す。
+    コーパスが LLM の窓に入るなら、続けて長文脈の準備をする (コーパス全体を一度読んで状態を保存し、
+    rag ask が質問の分だけ読めばよいようにする。古い状態は消す。--no-prefix で省略)。
 
     例: rag ingest corpora/demo --index indexes/demo --json
     cron: rag ingest ~/notes --index ~/.local/share/rag/notes --quiet --skip-if-locked
@@ -152,12 +158,19 @@ def ingest(
     finally:
         reporter.stop()
     data = summary.to_dict()
+    prefix = None
+    if not no_prefix:
+        log = None if quiet or as_json else reporter.log if isinstance(reporter, _LogReporter) else _stderr
+        prefix = _prepare_long_context(settings, log)
+        if prefix.status == "failed" and not quiet:
+            typer.echo(f"警告: {prefix.message}", err=True)
+    data["prefix"] = prefix.to_dict() if prefix else None
     if as_json:
         _echo_json(data)
     elif quiet:
         keys = ("added", "changed", "deleted", "unchanged", "embedded_chunks", "documents", "chunks", "seconds", "skipped", "warnings")
         repair = ("repaired", "reindexed", "reused_vectors", "repair_note") if data["repair_note"] else ()
-        typer.echo(_ingest_line("ok", data["index_dir"], **{k: data[k] for k in keys + repair}))
+        typer.echo(_ingest_line("ok", data["index_dir"], **{k: data[k] for k in keys + repair + ("prefix",)}))
     else:
         typer.echo(
             f"追加 {summary.added} / 変更 {summary.changed} / 削除 {summary.deleted} / "
@@ -172,6 +185,27 @@ def ingest(
             typer.echo(summary.repair_note())
         for r in summary.repaired:
             typer.echo(f"  破損: {_display_path(r['path'])}: {r['problem']}", err=True)
+        if prefix is not None and prefix.status != "failed":
+            typer.echo(f"{prefix.message} ({prefix.seconds:.1f} 秒)")
+
+
+def _stderr(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _prepare_long_context(settings, log):
+    """`api.prepare_long_context` after an ingest, which its failure does not fail: a missing
+    model, a full disk or a bug becomes a "failed" report (the traceback of a bug goes to a log)."""
+    from pipeline.api import PrefixReport, prepare_long_context
+
+    try:
+        return prepare_long_context(settings=settings, log=log)
+    except Exception as err:  # noqa: BLE001 - the notes are indexed; answering still works without it
+        detail = " ".join(str(err).split())[:300]
+        if not isinstance(err, (RagError, OSError)):
+            crash = _crash_log(err)
+            detail = f"{type(err).__name__}: {detail}" + (f" (詳細: {crash})" if crash else "")
+        return PrefixReport("failed", f"長文脈の準備に失敗しました (取り込みは完了しています): {detail}")
 
 
 @app.command()

@@ -112,7 +112,8 @@ def bad_run(tmp_path_factory):
     folder.mkdir()
     build_folder(folder)
     index_dir = root / "index"
-    env = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "500"}
+    # no LLM: ingest skips the long-context preparation (tests/test_long_context.py)
+    env = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "500", "RAG_LLM_BACKEND": "extractive"}
     env.pop("RAG_FAULT_AT", None)
     cmd = [sys.executable, "-m", "pipeline.cli", "ingest", str(folder), "--index", str(index_dir), "--json"]
     out = subprocess.run(_as_unprivileged(cmd), capture_output=True, text=True, env=env, cwd=REPO, timeout=600)

@@ -144,6 +144,8 @@ def rag(monkeypatch, capsys):
 
     monkeypatch.setenv("RAG_EMBED_MODEL", "hash:256")
     monkeypatch.setenv("RAG_CHUNK_TOKENS", "120")
+    # no LLM: ingest skips the long-context preparation (tests/test_long_context.py)
+    monkeypatch.setenv("RAG_LLM_BACKEND", "extractive")
 
     def run(*args) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["rag", *map(str, args)])

@@ -334,7 +334,8 @@ def test_two_concurrent_ingests_with_wait_both_finish_and_the_second_has_nothing
 
 # ------------------------------------------------------------ the cron face
 
-CLI_ENV = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120"}
+# no LLM: ingest skips the long-context preparation (tests/test_long_context.py)
+CLI_ENV = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120", "RAG_LLM_BACKEND": "extractive"}
 CLI_ENV.pop("RAG_FAULT_AT", None)
 
 

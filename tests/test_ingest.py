@@ -108,7 +108,8 @@ def test_a_second_ingest_waits_or_exits_with_a_clear_message(fresh_index, notes)
     assert ingest(fresh_index, notes).added == 3
 
 
-CLI_ENV = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120"}
+# no LLM: ingest skips the long-context preparation (tests/test_long_context.py)
+CLI_ENV = {**os.environ, "RAG_EMBED_MODEL": "hash:256", "RAG_CHUNK_TOKENS": "120", "RAG_LLM_BACKEND": "extractive"}
 
 
 def rag(*args, **kw):

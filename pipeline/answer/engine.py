@@ -231,7 +231,32 @@ class Answerer:
             return False
         if not hasattr(self.backend, "prepare_prefix"):
             return True  # servers that cache stable prefixes themselves
-        return (self.prefix_state_dir() / f"{self._prefix_key(packed_text)}.bin").exists()
+        return self.prefix_ready(self._context_key(packed_text))
+
+    def _context_key(self, context: str) -> str:
+        """The key of the prefix state for `context`: a hash of the prompt's stable part as the
+        model reads it (rules, chat template, packed sources), so that a changed note, or changed
+        rules, name a new state and the old one is never taken for it."""
+        return self._prefix_key(self.prefix_text(context))
+
+    def corpus_prefix_key(self) -> str:
+        """The key of the whole packed corpus's prefix state (needs no model)."""
+        return self._context_key(self._corpus_text())
+
+    def prefix_ready(self, key: str) -> bool:
+        """A prefix state named `key` is saved, for this backend's model where it can tell (loads nothing)."""
+        ready = getattr(self.backend, "has_prefix_state", None)
+        if ready is not None:
+            return bool(ready(key, self.prefix_state_dir()))
+        return (self.prefix_state_dir() / f"{key}.bin").exists()
+
+    def prepare_prefix(self) -> str | None:
+        """Read the whole packed corpus once and save its state; return its key.
+
+        What `rag ingest` does after indexing (`api.prepare_long_context`), so that a
+        long-context answer reads only its question. Backends without on-disk states: only the key.
+        """
+        return self._ensure_prefix(self._corpus_text())
 
     # -- the pipeline --------------------------------------------------------------
 
@@ -255,6 +280,7 @@ class Answerer:
             price_in_per_mtok=info.price_in_per_mtok,
             price_out_per_mtok=info.price_out_per_mtok,
             prefix_cached=self._prefix_cached(packed_text),
+            prefix_preparable=info.supports_prefix_cache and hasattr(self.backend, "prepare_prefix"),
             latency_budget_s=self.settings.latency_budget_s,
             cost_budget=self.settings.cost_budget,
             retrieval_confidence=_confidence(retrieval),
@@ -368,7 +394,7 @@ class Answerer:
 
     def _ensure_prefix(self, context: str) -> str | None:
         prepare = getattr(self.backend, "prepare_prefix", None)
-        key = self._prefix_key(context)
+        key = self._context_key(context)
         if prepare is None:
             return key
         prepare(self.prefix_text(context), key, self.prefix_state_dir())

@@ -45,6 +45,7 @@ class RouteInputs:
     price_in_per_mtok: float = 0.0
     price_out_per_mtok: float = 0.0
     prefix_cached: bool = False  # the packed corpus's KV state is ready (or the server caches prefixes)
+    prefix_preparable: bool = False  # the backend saves prefix states, which `rag ingest` prepares
     latency_budget_s: float = 120.0
     cost_budget: float = 0.05  # money per question, in the price unit
     retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
@@ -121,6 +122,7 @@ def decide(inp: RouteInputs) -> Route:
         f"長文脈の推定 {long_ctx.seconds:.1f} 秒・{long_ctx.cost:.4f} "
         f"(予算 {inp.latency_budget_s:.1f} 秒・{inp.cost_budget:.4f})"
         + ("、プレフィックスはキャッシュ済み" if inp.prefix_cached else "、プレフィックスは未キャッシュ")
+        + ("（rag ingest で準備できます）" if not inp.prefix_cached and inp.prefix_preparable else "")
     )
     reasons.append(budget_note)
     if not within_budget:

@@ -49,6 +49,9 @@ __all__ = ["EmbeddedBackend", "PrefixState", "format_chat", "load_tokenizer", "p
 
 SPEED_FILE = "llm-speed.json"
 STATE_FORMAT = 1
+# A state being saved is a temporary file for seconds (≈ 1 s per 100 MB): one this old
+# was left by a killed process.
+STALE_TMP_S = 3600
 
 # A Japanese paragraph for measure_speed (≈ 140 tokens; repeated to the wanted length).
 _SPEED_TEXT = (
@@ -104,13 +107,25 @@ def _tokens_digest(tokens) -> str:
 def prune_prefix_states(state_dir: str | Path, keep: set[str] | frozenset[str] | tuple[str, ...]) -> int:
     """Delete saved prefix states in `state_dir` whose key is not in `keep`; return how
     many. Each state is ≈ 28 KiB per token (≈ 460 MB for 16k tokens): prune the
-    states of old corpus versions."""
+    states of old corpus versions. Half-written states of a killed save older than
+    `STALE_TMP_S`, and descriptions without their state, go too."""
     removed = 0
-    for path in Path(state_dir).glob("*.bin"):
+    state_dir = Path(state_dir)
+    for path in state_dir.glob("*.bin"):
         if path.stem not in keep:
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
             removed += 1
+    for meta in state_dir.glob("*.json"):
+        if meta.stem not in keep and not meta.with_suffix(".bin").exists():
+            meta.unlink(missing_ok=True)
+    now = time.time()
+    for tmp in state_dir.glob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink(missing_ok=True)
+        except OSError:  # gone meanwhile
+            pass
     return removed
 
 
@@ -310,6 +325,19 @@ class EmbeddedBackend:
         llm.input_ids[:n] = out[:n]
         llm.n_tokens = n
         return True
+
+    def has_prefix_state(self, key: str, state_dir: str | Path) -> bool:
+        """A state saved by `prepare_prefix` as ``state_dir/key.bin`` for this model, by its
+        description (its tokens are checked when it is loaded). Loads nothing: no weights, no vocabulary."""
+        path = Path(state_dir) / f"{key}.bin"
+        try:
+            meta = json.loads(path.with_suffix(".json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(meta, dict) and path.exists()
+            and meta.get("format") == STATE_FORMAT and meta.get("model") == self._model_id()
+        )
 
     def prepare_prefix(self, prefix: str, key: str, state_dir: str | Path) -> PrefixState:
         """Read `prefix` once and save its KV state as ``state_dir/key.bin``.
