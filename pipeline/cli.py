@@ -401,6 +401,11 @@ def eval_answers(
     unanswerable_limit: Optional[int] = typer.Option(
         None, "--unanswerable-limit", help="答えのない質問の数 (均等に選ぶ。既定: --limit と同じ)。"
     ),
+    docs: Optional[int] = typer.Option(
+        None, "--docs", min=1,
+        help="資料をこの数の文書に絞る (均等に選び、正解文書がその中にある質問だけを使う)。"
+        "窓に収まる小さなコーパスで長文脈と検索を比べるため。",
+    ),
     as_json: bool = JsonOpt,
 ):
     """回答の正しさ (含有率・文字 F1)、選ばれたモード、読んだトークン数、1 問あたりの秒数を測る。
@@ -428,7 +433,7 @@ def eval_answers(
         report = run_answer_eval(
             _settings(), data_dir, mode=mode, limit=limit, backend=backend, progress=progress,
             unanswerable_from=unanswerable_from,
-            unanswerable_limit=unanswerable_limit if unanswerable_limit is not None else limit,
+            unanswerable_limit=unanswerable_limit if unanswerable_limit is not None else limit, docs=docs,
         )
     if as_json:
         _echo_json(report)

@@ -185,6 +185,20 @@ class Settings(BaseSettings):
     price_in_per_mtok: float = Field(0.0, ge=0, description="Price per million prompt tokens (router's cost budget).")
     price_out_per_mtok: float = Field(0.0, ge=0, description="Price per million generated tokens.")
     answer_tokens: int = Field(256, ge=1, description="Tokens reserved for (and allowed in) an answer.")
+    answer_style: Literal["short", "quote"] = Field(
+        "short",
+        description="Retrieve mode with an LLM: short = the model reads selected evidence sentences and writes a short "
+        "cited answer (the quote is taken from the cited span); quote = it reads whole chunks and quotes before answering.",
+    )
+    evidence_tokens: int = Field(
+        450, ge=50, description="Tokens of evidence sentences a short-style answer reads (answer_style = short)."
+    )
+    short_answer_tokens: int = Field(64, ge=8, description="Tokens a short-style answer may take.")
+    extractive_fallback: bool = Field(
+        True,
+        description="When the checker cannot find the model's answer in the source it cites, answer with the "
+        "evidence sentence itself (labelled) instead.",
+    )
 
     # Router budgets (per question)
     latency_budget_s: float = Field(180.0, ge=0, description="Seconds a question may take.")

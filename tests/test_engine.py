@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.answer.backends.base import FAKE_INFO, FakeBackend, format_chat
 from pipeline.answer.engine import Answerer
+from pipeline.answer.prompts import SHORT_PREFILL
 from pipeline.index.embedder import HashEmbedder
 from pipeline.index.search import Retrieval
 from pipeline.index.snapshot import open_index
@@ -25,7 +26,7 @@ def demo_index(tmp_path, notes):
 ASK_JSON_KEYS = {
     "question", "answer", "raw_answer", "evidence", "mode", "fallback_from", "backend", "refused",
     "route", "sentences", "citation_recall", "citation_precision", "sources", "seconds",
-    "tokens_read", "label", "answer_label_added", "checker",
+    "tokens_read", "label", "answer_label_added", "checker", "replaced_answer",
 }
 
 
@@ -42,8 +43,12 @@ def n_sources(prompt: str) -> int:
 
 
 def answering(needle: str, answer: str):
+    """A model that follows either prompt: the short one (ends with 回答:) or the quoting one."""
+
     def handler(prompt: str) -> str:
         n = source_number_for(prompt, needle)
+        if prompt.endswith(SHORT_PREFILL):
+            return f" {answer}[{n}]"
         return f" 「{needle}」[{n}]\n回答: {answer}[{n}]"
 
     return handler
@@ -67,6 +72,7 @@ def test_retrieve_mode_cites_the_right_file(demo_index):
 
 def test_a_model_that_only_quotes_is_asked_for_its_answer(demo_index):
     settings, index = demo_index
+    settings = settings.model_copy(update={"answer_style": "quote"})
     needle = "既定のポートは11434"
 
     def handler(prompt):

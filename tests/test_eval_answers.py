@@ -83,10 +83,10 @@ OTHER_QUERIES = [
 KEPT = ["u-tower", "u-fuji", "u-biwa"]
 
 
-def eval_settings(tmp_path: Path) -> Settings:
+def eval_settings(tmp_path: Path, **overrides) -> Settings:
     """The hashing embedder and the word-level checker: no model is loaded."""
     return Settings(index_dir=str(tmp_path / "user-index"), cache_dir=tmp_path / "cache", embed_model="hash:256",
-                    chunk_tokens=120, citation_model="cheap")
+                    chunk_tokens=120, citation_model="cheap", **overrides)
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def test_refusal_rates_of_answerable_and_borrowed_questions(two_sets, tmp_path, 
     notes, other = two_sets
     fake = FakeBackend(handler)
     monkeypatch.setattr("pipeline.answer.backends.load_backend", lambda settings, name=None: fake)
-    settings = eval_settings(tmp_path)
+    settings = eval_settings(tmp_path, answer_style="quote")  # no answerability gate: the model decides
     report = run_answer_eval(settings, notes, mode="retrieve", limit=None, unanswerable_from=other)
     assert len(fake.prompts) == len(NOTES_QUERIES) + len(KEPT)  # every question was asked
     assert report["n_queries"] == len(NOTES_QUERIES)
@@ -194,3 +194,15 @@ def test_eval_answers_cli_reports_the_refusal_rate_of_borrowed_questions(two_set
     assert result.exit_code == 0, result.output
     line = f"答えのない質問 2 問: 「分かりません」と答えた割合 {u['refusal_rate']} (候補 5 問のうち、正解が資料にあるため除外 2 問)"
     assert line in result.stdout
+
+
+def test_borrowed_questions_are_refused_before_generation_in_the_short_style(two_sets, tmp_path, monkeypatch):
+    """A model that always invents an answer: the answerability gate still refuses the borrowed questions."""
+    from pipeline.answer.backends.base import FakeBackend
+
+    notes, other = two_sets
+    fake = FakeBackend(lambda prompt: " それは東京タワーです。[1]")
+    monkeypatch.setattr("pipeline.answer.backends.load_backend", lambda settings, name=None: fake)
+    report = run_answer_eval(eval_settings(tmp_path), notes, mode="retrieve", limit=None, unanswerable_from=other)
+    assert report["unanswerable"]["refusal_rate"] == 1.0
+    assert len(fake.prompts) == len(NOTES_QUERIES)  # only the answerable questions reached the model

@@ -26,8 +26,12 @@ from pipeline.answer.backends.base import Completion
 from pipeline.answer.prompts import (
     ANSWER_LABEL,
     ASSISTANT_PREFILL,
+    SHORT_PREFILL,
+    SHORT_STOP,
+    UNKNOWN,
     ParsedOutput,
     build_prompt,
+    build_short_prompt,
     close_evidence,
     parse_output,
     render_plain,
@@ -37,6 +41,7 @@ from pipeline.answer.router import Route, RouteInputs, decide
 from pipeline.documents import display_path
 
 if TYPE_CHECKING:
+    from pipeline.answer.answerability import Answerability
     from pipeline.answer.backends.base import LLMBackend
     from pipeline.check import CheckedAnswer, CitationChecker
     from pipeline.check.policy import Policy
@@ -87,6 +92,7 @@ class Answer:
     citation_recall: float | None = None
     citation_precision: float | None = None
     checker: dict | None = None  # what checked the citations (`CitationChecker.describe`): mode, threshold, fallback
+    replaced_answer: str | None = None  # the model's answer the checker could not confirm (extractive fallback)
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -121,6 +127,7 @@ class Answer:
             "label": self.label,
             "answer_label_added": self.answer_label_added,
             "checker": self.checker,
+            "replaced_answer": self.replaced_answer,
         }
 
 
@@ -140,6 +147,9 @@ class _Draft:
     completion: Completion | None = None
     label: str | None = None
     answer_label_added: bool = False
+    short: bool = False  # a short answer over selected evidence (answer_style = "short")
+    replaced: str | None = None  # the model's answer, when the extractive fallback took its place
+    gate: "Answerability | None" = None  # can the evidence answer the question (short style)
 
     @property
     def tokens_read(self) -> int:
@@ -260,10 +270,26 @@ class Answerer:
 
     # -- the pipeline --------------------------------------------------------------
 
-    def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Chunk"], "Retrieval"]:
-        """The route for `question`, the retrieved chunks in document order, and the retrieval."""
+    def answers_short(self) -> bool:
+        """Retrieve mode reads selected evidence and writes a short answer (settings.answer_style)."""
+        return self.backend.info.generative and self.settings.answer_style == "short"
+
+    def retrieve_sources(self, question: str, retrieval: "Retrieval") -> list["Source"]:
+        """What retrieve mode shows the model: the evidence sentences (short style) or whole chunks."""
+        if self.answers_short():
+            from pipeline.answer.evidence import select_evidence
+            from pipeline.japanese import default_analyzer
+
+            return select_evidence(
+                question, [h.chunk for h in retrieval.hits], default_analyzer(), self.backend.count_tokens,
+                budget_tokens=self.settings.evidence_tokens,
+            )
+        return number_sources(in_document_order([h.chunk for h in retrieval.hits]))
+
+    def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Source"], "Retrieval"]:
+        """The route for `question`, retrieve mode's numbered sources, and the retrieval."""
         retrieval = self._retrieve(question)
-        chunks = in_document_order([h.chunk for h in retrieval.hits])
+        sources = self.retrieve_sources(question, retrieval)
         info = self.backend.info
         corpus_tokens = self.corpus_tokens()
         packed_text = self._corpus_text() if corpus_tokens else ""
@@ -271,7 +297,7 @@ class Answerer:
             question=question,
             corpus_tokens=corpus_tokens,
             # exactly the context retrieve mode would send, fences and all
-            retrieve_tokens=self.backend.count_tokens(render_sources(number_sources(chunks), display_path)),
+            retrieve_tokens=self.backend.count_tokens(render_sources(sources, display_path)),
             window=info.context_window,
             prompt_tokens=self.prompt_tokens(question),
             answer_tokens=self.settings.answer_tokens,
@@ -295,7 +321,7 @@ class Answerer:
                 route, mode=forced, reasons=route.reasons + (f"--mode {mode} が指定されたため {forced}",),
                 allow_fallback=False,
             )
-        return route, chunks, retrieval
+        return route, sources, retrieval
 
     def ask(self, question: str, mode: ModeChoice = "auto", policy: Policy | None = None) -> Answer:
         from pipeline.index.search import check_query
@@ -303,8 +329,8 @@ class Answerer:
         check_query(question)  # empty or over-long: InvalidInput, before any model runs
         started = time.perf_counter()
         policy = policy or self.settings.citation_policy
-        route, chunks, retrieval = self.route(question, mode)
-        draft = self._draft(question, route, chunks, retrieval)
+        route, retrieved, retrieval = self.route(question, mode)
+        draft = self._draft(question, route, retrieved, retrieval)
         tokens_read, fallback_from = draft.tokens_read, None
         if route.allow_fallback and says_unknown(draft.text):
             lc = route.estimates.get("long-context")
@@ -313,15 +339,15 @@ class Answerer:
                     route, mode="long-context", allow_fallback=False,
                     reasons=route.reasons + ("検索モードの回答が「分かりません」だったため長文脈で再試行 (Self-Route)",),
                 )
-                draft = self._draft(question, fallback_route, chunks, retrieval)
+                draft = self._draft(question, fallback_route, retrieved, retrieval)
                 tokens_read += draft.tokens_read
                 fallback_from = "retrieve"
         return self._finish(question, draft, policy, fallback_from, tokens_read, started)
 
-    def _draft(self, question: str, route: Route, chunks: list["Chunk"], retrieval: "Retrieval") -> _Draft:
+    def _draft(self, question: str, route: Route, retrieved: list["Source"], retrieval: "Retrieval") -> _Draft:
         cache_key = None
         if route.mode == "retrieve":
-            sources = number_sources(chunks)
+            sources = retrieved
         elif route.mode == "long-context":
             sources = self._corpus_sources()
             if self.backend.info.supports_prefix_cache:
@@ -341,10 +367,12 @@ class Answerer:
                 # would come from worse matches (jsquad articles, 4k window: gold article packed 2/10).
                 reason = f"最も関連する文書 {display_path(best)} が窓に収まらないため、検索した断片で回答"
                 route = replace(route, mode="retrieve", reasons=route.reasons + (reason,))
-                sources = number_sources(chunks)
+                sources = retrieved
 
         if not self.backend.info.generative:
             return self._extractive(question, route, sources)
+        if route.mode == "retrieve" and self.answers_short():
+            return self._short_draft(question, route, sources)
 
         raw_prompt = self._raw_prompt(build_prompt(render_sources(sources, display_path), question))
         completion = self.backend.complete(
@@ -356,6 +384,45 @@ class Answerer:
             completion, parsed = self._ask_for_the_answer(raw_prompt, completion, cache_key)
         return _Draft(route, tuple(sources), parsed.answer, parsed.evidence, completion,
                       answer_label_added=label_added)
+
+    def _short_draft(self, question: str, route: Route, sources: list["Source"]) -> _Draft:
+        """A short cited answer over the selected evidence; the quote is the cited sentence itself.
+
+        The instructions come first and are the same for every question: their KV state is
+        kept on disk (``cache_dir/prompt-states``) and in memory, so a question reads only
+        its evidence and itself. Generation stops at the end of the answer's line.
+        """
+        from pipeline.answer.answerability import answerability
+        from pipeline.japanese import default_analyzer
+
+        gate = answerability(question, [s.chunk.text for s in sources], default_analyzer())
+        if not gate.answerable:  # nothing to read the answer from: say so, and spend no generation
+            route = replace(route, reasons=route.reasons + (f"回答しない: {gate.reason}",))
+            return _Draft(route, tuple(sources), f"{UNKNOWN}。", "", None, short=True, gate=gate)
+        prompt = build_short_prompt(render_sources(sources, display_path), question)
+        fmt = getattr(self.backend, "format_chat", None)
+        if fmt is None:
+            raw = f"{prompt.system}\n\n{prompt.user()}\n\n{SHORT_PREFILL}"
+        else:
+            raw = fmt(prompt.system, prompt.user()) + SHORT_PREFILL
+        key = self._instructions_state(raw[: raw.index(prompt.user())])
+        completion = self.backend.complete(
+            raw, max_tokens=self.settings.short_answer_tokens, stop=list(SHORT_STOP), prefix_cache_key=key,
+        )
+        text = first_line(completion.text)
+        return _Draft(route, tuple(sources), text, quote_cited(text, sources), completion, short=True, gate=gate)
+
+    def _instructions_state(self, instructions: str) -> str | None:
+        """The key of the instructions' saved KV state (prepared on first use), where the backend keeps one."""
+        prepare = getattr(self.backend, "prepare_prefix", None)
+        if prepare is None or not self.backend.info.supports_prefix_cache:
+            return None
+        key = self._prefix_key(instructions)
+        try:
+            prepare(instructions, key, Path(self.settings.cache_dir) / "prompt-states")
+        except OSError:  # a read-only cache: the in-memory KV reuse still applies
+            return None
+        return key
 
     def _ask_for_the_answer(self, raw_prompt, first, cache_key):
         """The model quoted (or wrote) without reaching 「回答:」: write the label for it and let it answer.
@@ -400,24 +467,65 @@ class Answerer:
         prepare(self.prefix_text(context), key, self.prefix_state_dir())
         return key
 
-    def _extractive(self, question, route, sources) -> _Draft:
+    def _extractive(self, question, route, sources, max_sentences: int = 3) -> _Draft:
         from pipeline.answer.backends.extractive import EXTRACTIVE_LABEL, extractive_answer
         from pipeline.japanese import default_analyzer
 
-        text = extractive_answer(question, [(s.number, s.chunk.text) for s in sources], default_analyzer())
+        text = extractive_answer(
+            question, [(s.number, s.chunk.text) for s in sources], default_analyzer(), max_sentences=max_sentences,
+        )
         # The label says how the answer was made; it is not a claim to check.
         body = text.removeprefix(EXTRACTIVE_LABEL).strip()
         return _Draft(route, tuple(sources), body, "", None, label=EXTRACTIVE_LABEL)
 
+    def _grounded(self, checked: "CheckedAnswer", draft: _Draft) -> bool:
+        """The checker holds every sentence, and the cited sources name every name the answer names."""
+        from pipeline.answer.answerability import missing_names
+        from pipeline.japanese import default_analyzer
+
+        if not _holds(checked):
+            return False
+        by_number = {s.number: s for s in draft.sources}
+        for v in checked.verdicts:
+            cited = [by_number[n].chunk.text for n in (v.fixed_citations or v.cited) if n in by_number]
+            if missing_names(v.sentence.text, cited, default_analyzer()):
+                return False
+        return True
+
+    def _fall_back(self, question: str, draft: _Draft) -> _Draft:
+        """The model's answer is not borne out by its sources: a source sentence that answers, or a refusal.
+
+        A source sentence is shown (labelled) only when one shares enough of the question's
+        words (`MIN_FALLBACK_SENTENCE`); otherwise the model most likely answered a question
+        its sources cannot answer, and 「資料からは分かりません」 is the honest reply.
+        """
+        from pipeline.answer.answerability import MIN_FALLBACK_SENTENCE
+
+        gate = draft.gate
+        if gate is not None and gate.features.get("best_sentence", 1.0) < MIN_FALLBACK_SENTENCE:
+            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=draft.text),
+                           replaced=draft.text)
+        fallback = self._extractive(question, draft.route, list(draft.sources), max_sentences=1)
+        if says_unknown(fallback.text):
+            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=draft.text),
+                           replaced=draft.text)
+        return replace(fallback, completion=draft.completion, label=FALLBACK_LABEL.format(answer=draft.text),
+                       replaced=draft.text, short=True, gate=gate)
+
     def _finish(self, question: str, draft: _Draft, policy, fallback_from, tokens_read, started) -> Answer:
         """Check the draft, apply the policy, and build the one `Answer`."""
+        from pipeline.check import apply_policy
+
         checked = None
-        shown, refused = draft.text, False
+        refused = False
         recall = precision = None
         if self.checker is not None and draft.text and not says_unknown(draft.text):
-            from pipeline.check import apply_policy
-
             checked = self.checker.check(draft.text, list(draft.sources))
+            if draft.short and self.settings.extractive_fallback and not self._grounded(checked, draft):
+                draft = self._fall_back(question, draft)
+                checked = None if says_unknown(draft.text) else self.checker.check(draft.text, list(draft.sources))
+        shown = draft.text
+        if checked is not None:
             shown, refused = apply_policy(checked, draft.text, policy, self.settings.refuse_below)
             recall, precision = figures_as_shown(checked, policy, refused)
         if draft.label:
@@ -430,7 +538,46 @@ class Answerer:
             tokens_read=tokens_read, label=draft.label, answer_label_added=draft.answer_label_added,
             citation_recall=recall, citation_precision=precision,
             checker=self.checker.describe() if self.checker is not None else None,
+            replaced_answer=draft.replaced,
         )
+
+
+FALLBACK_LABEL = "(モデルの回答「{answer}」は引用した資料で確かめられなかったため、資料の文をそのまま示します)"
+REFUSAL_LABEL = "(モデルの回答「{answer}」は資料で確かめられず、質問に答える資料の文も見つかりませんでした)"
+
+
+def _holds(checked: "CheckedAnswer") -> bool:
+    """Every sentence is supported by its citations or by a source the policy will cite instead."""
+    return all(v.label == "supported" or v.fixed_citations for v in checked.verdicts)
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of a completion (a model may open with a line break)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def quote_cited(answer: str, sources: "list[Source]") -> str:
+    """「the cited source's sentence closest to the answer」[n], for each source the answer cites.
+
+    The short answer style does not ask the model to quote (≈ 60 generated tokens, 5 s on
+    two cores): the program takes the quote from the cited span, by content words shared.
+    """
+    from pipeline.check.citations import parse_answer
+    from pipeline.japanese import default_analyzer, split_sentences
+
+    analyzer = default_analyzer()
+    wanted = set(analyzer.content_lemmas(answer))
+    by_number = {s.number: s for s in sources}
+    quotes = []
+    for n in dict.fromkeys(c for sent in parse_answer(answer) for c in sent.citations):
+        source = by_number.get(n)
+        if source is None:
+            continue
+        text = source.chunk.text
+        spans = split_sentences(text) or [(0, len(text))]
+        start, end = max(spans, key=lambda se: len(wanted & set(analyzer.content_lemmas(text[se[0]:se[1]]))))
+        quotes.append(f"「{text[start:end].strip()}」[{n}]")
+    return " ".join(quotes)
 
 
 def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tuple[float | None, float | None]:

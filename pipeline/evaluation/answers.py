@@ -12,6 +12,7 @@ answerable questions' own (false) refusal rate beside it.
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 import unicodedata
@@ -26,10 +27,12 @@ if TYPE_CHECKING:
     from pipeline.settings import Settings
 
 _DROP = set(" \t\n\u3000、。，．,.「」『』（）()・")
+# Citation markers are not part of the answer: a gold 「2」 is not found in 「…です。[2]」.
+_CITATIONS = re.compile(r"\[\d+(?:\s*[,，、]\s*\d+)*\]")
 
 
 def normalize_answer(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
+    text = _CITATIONS.sub("", unicodedata.normalize("NFKC", text)).lower()
     return "".join(ch for ch in text if ch not in _DROP)
 
 
@@ -68,6 +71,8 @@ class AnswerRecord:
     citation_recall: float | None
     citation_precision: float | None
     refused: bool = False  # answered 「分かりません」 or refused by the citation policy
+    replaced_answer: str | None = None  # the model's answer the extractive fallback replaced
+    contains_before_fallback: bool | None = None  # did the model's own answer contain a gold answer
 
 
 def is_refusal(a: "Answer") -> bool:
@@ -135,6 +140,8 @@ def _record(q: "Query", a: "Answer", doc_id_of: Callable[[str], str] | None) -> 
         citation_recall=a.checked.citation_recall if a.checked else None,
         citation_precision=a.checked.citation_precision if a.checked else None,
         refused=is_refusal(a),
+        replaced_answer=a.replaced_answer,
+        contains_before_fallback=contains_answer(a.replaced_answer or a.raw_answer, q.answers),
     )
 
 
@@ -147,6 +154,7 @@ def run_answer_eval(
     progress: Callable[[int, int], None] | None = None,
     unanswerable_from: Path | None = None,
     unanswerable_limit: int | None = None,
+    docs: int | None = None,
 ) -> dict:
     """Answer `limit` questions of `data_dir` against its corpus and score them.
 
@@ -158,7 +166,7 @@ def run_answer_eval(
     from pipeline.evaluation.datasets import load_retrieval_dataset
     from pipeline.evaluation.retrieval import eval_index
 
-    data = load_retrieval_dataset(Path(data_dir), limit=limit)
+    data = load_retrieval_dataset(Path(data_dir), limit=limit, docs=docs)
     borrowed = (
         load_unanswerable(Path(unanswerable_from), data.corpus, unanswerable_limit)
         if unanswerable_from is not None
@@ -216,6 +224,10 @@ def summarize(records: Sequence[AnswerRecord], **extra) -> dict:
         "citation_recall": mean([r.citation_recall for r in records]),
         "citation_precision": mean([r.citation_precision for r in records]),
         "refusal_rate": refusal_rate(records),  # of answerable questions: false refusals
+        "extractive_fallbacks": sum(r.replaced_answer is not None for r in records),
+        "contains_before_fallback": mean(
+            [None if r.contains_before_fallback is None else float(r.contains_before_fallback) for r in records]
+        ),
         "modes": dict(modes),
         "tokens_read_mean": mean([float(r.tokens_read) for r in records]),
         "seconds_per_question": mean([r.seconds for r in records]),

@@ -156,8 +156,12 @@ def spread(items: list, limit: int | None) -> list:
     return [items[(i * len(items)) // limit] for i in range(limit)]
 
 
-def load_retrieval_dataset(data_dir: Path, limit: int | None = None) -> RetrievalDataset:
+def load_retrieval_dataset(data_dir: Path, limit: int | None = None, docs: int | None = None) -> RetrievalDataset:
     """corpus.jsonl + queries.jsonl of `data_dir`; `limit` keeps that many queries (`spread`).
+
+    `docs` keeps that many documents (`spread`) and only the questions whose gold documents
+    are all among them: a corpus small enough for a model's window, to compare long context
+    with retrieval on the same questions.
 
     Every gold doc_id must be in the corpus: a question whose gold document is missing
     could never be answered and would quietly lower every score.
@@ -175,10 +179,18 @@ def load_retrieval_dataset(data_dir: Path, limit: int | None = None) -> Retrieva
                 f"{q.qid}: 正解文書がコーパスにありません (gold doc not in corpus): "
                 f"{', '.join(unknown) or '(none)'}",
             )
+    digest = hashlib.sha256(corpus_path.read_bytes())
+    name = data_dir.resolve().name
+    if docs is not None:
+        corpus = spread(corpus, docs)
+        kept = {d.doc_id for d in corpus}
+        queries = [q for q in queries if set(q.gold_doc_ids) <= kept]
+        digest.update("\0".join(sorted(kept)).encode())  # the evaluation index is this subset's
+        name = f"{name}-docs{docs}"
     return RetrievalDataset(
-        name=data_dir.resolve().name,
+        name=name,
         path=data_dir,
         corpus=tuple(corpus),
         queries=tuple(spread(queries, limit)),
-        corpus_sha256=hashlib.sha256(corpus_path.read_bytes()).hexdigest(),
+        corpus_sha256=digest.hexdigest(),
     )
