@@ -74,8 +74,11 @@ def test_ingest_prepares_the_state_and_ask_reads_only_the_question(indexed):
     a = answerer(indexed, fake)
     route, _, _ = a.route(QUESTION)
     assert any("プレフィックスはキャッシュ済み" in r for r in route.reasons)
-    # Only the prompt around the sources (rules, format, the question) is read fresh.
-    assert route.estimates["long-context"].input_tokens == a.prompt_tokens(QUESTION)
+    # Only the question is read fresh: the rules and the corpus come from the saved state.
+    from pipeline.answer.prompts import build_prompt
+
+    fresh = route.estimates["long-context"].input_tokens
+    assert fresh == fake.count_tokens(build_prompt("", QUESTION).user()) < a.prompt_tokens(QUESTION)
     answer = a.ask(QUESTION, mode="long-context")
     assert answer.mode == "long-context" and fake.cache_keys == [report.key]
 

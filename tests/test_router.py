@@ -93,3 +93,13 @@ def test_a_corpus_about_the_size_of_the_retrieved_chunks_is_read_whole():
     near = decide(inputs(corpus_tokens=int(1500 * WHOLE_CORPUS_RATIO), retrieval_confidence=0.9))
     far = decide(inputs(corpus_tokens=int(1500 * WHOLE_CORPUS_RATIO) + 1, retrieval_confidence=0.9))
     assert near.mode == "long-context" and far.mode == "retrieve"
+
+
+def test_a_cached_prefix_costs_only_the_question_and_short_answers_cost_little():
+    route = decide(inputs(prefix_cached=True, question_tokens=40, retrieve_prompt_tokens=60, retrieve_answer_tokens=64))
+    lc, rt = route.estimates["long-context"], route.estimates["retrieve"]
+    assert lc.input_tokens == 40  # rules and corpus come from the saved state
+    assert rt.input_tokens == 60 + 1500
+    assert rt.seconds == pytest.approx(1560 / 52 + 64 / 12, abs=0.01)
+    uncached = decide(inputs(prefix_cached=False, question_tokens=40)).estimates["long-context"]
+    assert uncached.input_tokens == 400 + 6000  # everything is read

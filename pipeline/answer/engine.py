@@ -286,6 +286,18 @@ class Answerer:
             )
         return number_sources(in_document_order([h.chunk for h in retrieval.hits]))
 
+    def _short_budget(self, question: str) -> dict:
+        """Retrieve mode's prompt and answer tokens for the router, when it answers short."""
+        if not self.answers_short():
+            return {}
+        prompt = build_short_prompt("", question)
+        # The instructions' KV state is kept (`_instructions_state`): a question reads its own part.
+        fresh = prompt.user() if self.backend.info.supports_prefix_cache else prompt.system + prompt.user()
+        return {
+            "retrieve_prompt_tokens": self.backend.count_tokens(fresh),
+            "retrieve_answer_tokens": self.settings.short_answer_tokens,
+        }
+
     def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Source"], "Retrieval"]:
         """The route for `question`, retrieve mode's numbered sources, and the retrieval."""
         retrieval = self._retrieve(question)
@@ -306,6 +318,8 @@ class Answerer:
             price_in_per_mtok=info.price_in_per_mtok,
             price_out_per_mtok=info.price_out_per_mtok,
             prefix_cached=self._prefix_cached(packed_text),
+            question_tokens=self.backend.count_tokens(build_prompt("", question).user()),
+            **self._short_budget(question),
             prefix_preparable=info.supports_prefix_cache and hasattr(self.backend, "prepare_prefix"),
             latency_budget_s=self.settings.latency_budget_s,
             cost_budget=self.settings.cost_budget,

@@ -46,6 +46,11 @@ class RouteInputs:
     price_out_per_mtok: float = 0.0
     prefix_cached: bool = False  # the packed corpus's KV state is ready (or the server caches prefixes)
     prefix_preparable: bool = False  # the backend saves prefix states, which `rag ingest` prepares
+    # What the question itself adds after a cached prefix (None: the whole prompt is counted).
+    question_tokens: int | None = None
+    # Retrieve mode's own prompt and answer budget where they differ (short answers over evidence).
+    retrieve_prompt_tokens: int | None = None
+    retrieve_answer_tokens: int | None = None
     latency_budget_s: float = 120.0
     cost_budget: float = 0.05  # money per question, in the price unit
     retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
@@ -86,20 +91,21 @@ class Route:
         }
 
 
-def _estimate(inp: RouteInputs, read_tokens: int) -> Estimate:
-    seconds = read_tokens / max(inp.prompt_tokens_per_s, 1e-9) + inp.answer_tokens / max(
-        inp.gen_tokens_per_s, 1e-9
-    )
-    cost = (read_tokens * inp.price_in_per_mtok + inp.answer_tokens * inp.price_out_per_mtok) / 1e6
+def _estimate(inp: RouteInputs, read_tokens: int, answer_tokens: int | None = None) -> Estimate:
+    answer_tokens = inp.answer_tokens if answer_tokens is None else answer_tokens
+    seconds = read_tokens / max(inp.prompt_tokens_per_s, 1e-9) + answer_tokens / max(inp.gen_tokens_per_s, 1e-9)
+    cost = (read_tokens * inp.price_in_per_mtok + answer_tokens * inp.price_out_per_mtok) / 1e6
     return Estimate(read_tokens, round(seconds, 2), round(cost, 6))
 
 
 def decide(inp: RouteInputs) -> Route:
     usable = usable_window(inp.window, prompt_tokens=inp.prompt_tokens, answer_tokens=inp.answer_tokens)
     fits = inp.corpus_tokens <= usable
-    retrieve = _estimate(inp, inp.prompt_tokens + inp.retrieve_tokens)
-    # With a cached prefix only the question (and format text) is read fresh.
-    lc_read = inp.prompt_tokens + (0 if inp.prefix_cached else inp.corpus_tokens)
+    retrieve_prompt = inp.prompt_tokens if inp.retrieve_prompt_tokens is None else inp.retrieve_prompt_tokens
+    retrieve = _estimate(inp, retrieve_prompt + inp.retrieve_tokens, inp.retrieve_answer_tokens)
+    # With a cached prefix (rules and corpus) only the question is read fresh.
+    fresh = inp.prompt_tokens if inp.question_tokens is None else inp.question_tokens
+    lc_read = fresh if inp.prefix_cached else inp.prompt_tokens + inp.corpus_tokens
     long_ctx = _estimate(inp, lc_read)
     estimates = {"retrieve": retrieve, "long-context": long_ctx}
     within_budget = long_ctx.seconds <= inp.latency_budget_s and long_ctx.cost <= inp.cost_budget
