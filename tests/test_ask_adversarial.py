@@ -29,6 +29,8 @@ def numbers(prompt):
 
 
 def ask(settings, index, make_answer, policy="annotate"):
+    # The checker's verdicts on given answers to a placeholder question: no answerability gate.
+    settings = settings.model_copy(update={"answer_style": "quote"})
     fake = FakeBackend(lambda p: "回答: " + make_answer(numbers(p)))
     checker = CitationChecker(settings, embedder=None)
     return answer_to_dict(Answerer(settings, index, fake, checker).ask("質問", mode="long-context", policy=policy))

@@ -206,3 +206,22 @@ def test_borrowed_questions_are_refused_before_generation_in_the_short_style(two
     report = run_answer_eval(eval_settings(tmp_path), notes, mode="retrieve", limit=None, unanswerable_from=other)
     assert report["unanswerable"]["refusal_rate"] == 1.0
     assert len(fake.prompts) == len(NOTES_QUERIES)  # only the answerable questions reached the model
+
+
+def test_docs_keeps_a_small_corpus_and_only_its_questions(tmp_path):
+    from pipeline.evaluation.datasets import load_retrieval_dataset
+
+    notes = write_evaldata(tmp_path / "notes", NOTES_CORPUS, NOTES_QUERIES)
+    whole = load_retrieval_dataset(notes)
+    small = load_retrieval_dataset(notes, docs=2)  # spread: the 1st and 2nd of 3
+    assert [d.doc_id for d in small.corpus] == ["n:ollama", "n:quant"]
+    assert [q.qid for q in small.queries] == ["a1", "a2"]
+    assert small.corpus_sha256 != whole.corpus_sha256  # its own evaluation index
+    one = load_retrieval_dataset(notes, docs=1)
+    assert [q.qid for q in one.queries] == ["a1"] and one.name.endswith("-docs1")
+
+
+def test_citation_markers_are_not_answer_text():
+    assert not contains_answer("答えは3です。[2]", ["2"])
+    assert contains_answer("答えは3です。[2]", ["3"])
+    assert char_f1("11434です。[1]", ["11434"]) == char_f1("11434です。", ["11434"])

@@ -8,6 +8,7 @@ from pipeline.answer.engine import FALLBACK_LABEL, REFUSAL_LABEL, Answerer
 from pipeline.answer.evidence import select_evidence
 from pipeline.answer.prompts import SHORT_PREFILL, SHORT_SYSTEM, UNKNOWN
 from pipeline.check import CitationChecker
+from pipeline.check.citations import claim_text
 from pipeline.documents import Chunk
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor
@@ -44,6 +45,7 @@ def test_evidence_keeps_the_answer_sentence_verbatim_with_its_lines():
         c = s.chunk
         assert doc[c.start:c.end] == c.text  # a verbatim slice of the document
         assert doc.count("\n", 0, c.start) + 1 == c.line_start
+        assert doc.count("\n", 0, c.end - 1) + 1 == c.line_end
     assert [s.number for s in sources] == list(range(1, len(sources) + 1))
 
 
@@ -123,8 +125,9 @@ def test_an_answer_the_source_contradicts_falls_back_to_the_source_sentence(fuji
     answer = answerer(settings, index, checker, wrong).ask("富士山の標高は何メートル？", mode="retrieve")
     assert answer.replaced_answer is not None and "3000" in answer.replaced_answer
     assert "標高は3776メートルで、日本で最も高い山である。" in answer.answer
-    assert answer.label == FALLBACK_LABEL.format(answer=answer.replaced_answer)
+    assert answer.label == FALLBACK_LABEL.format(answer=claim_text(answer.replaced_answer))
     assert answer.answer.startswith(answer.label)  # the user is told the model's answer was replaced
+    assert "[" not in answer.label  # the model's citation is not repeated inside the label
     assert answer.checked.verdicts[0].label == "supported"
     assert answer.to_dict()["replaced_answer"] == answer.replaced_answer
 
@@ -135,8 +138,47 @@ def test_an_answer_the_source_contradicts_falls_back_to_the_source_sentence(fuji
 
 def test_an_unknown_answer_is_left_as_it_is(fuji_index, checker):
     settings, index = fuji_index
-    answer = answerer(settings, index, checker, lambda p: f" {UNKNOWN}。").ask("富士山の郵便番号は？", mode="retrieve")
+    a = answerer(settings, index, checker, lambda p: f" {UNKNOWN}。")
+    answer = a.ask("富士山の標高は何メートル？", mode="retrieve")
+    assert a.backend.prompts  # the gate let it through: the model itself said it does not know
     assert UNKNOWN in answer.answer and answer.replaced_answer is None and answer.checked is None
+
+
+def test_an_answer_after_a_line_break_is_kept(fuji_index, checker):
+    settings, index = fuji_index
+    a = answerer(settings, index, checker, lambda p: f"\n標高は3776メートルです。[{number_of(p, '3776')}]\n根拠: …")
+    answer = a.ask("富士山の標高は何メートル？", mode="retrieve")
+    assert answer.raw_answer.startswith("標高は3776メートルです。")
+
+
+def test_the_quote_is_the_sentence_the_answer_is_cited_for(fuji_index, checker):
+    settings, index = fuji_index
+    a = answerer(settings, index, checker, lambda p: f" 2013年に世界文化遺産に登録された。[{number_of(p, '2013年')}]")
+    answer = a.ask("富士山が世界文化遺産に登録されたのは何年？", mode="retrieve")
+    n = answer.checked.verdicts[0].cited[0]
+    assert answer.evidence == f"「2013年に世界文化遺産に登録された。」[{n}]"
+
+
+def test_a_name_only_in_the_title_counts_as_mentioned(tmp_path, checker):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    # The excerpt about the height does not name the mountain: its title does.
+    (notes / "fuji.md").write_text("---\ntitle: 富士山\n---\n標高は3776メートルである。\n山頂には八つの峰がある。\n", "utf-8")
+    settings = hash_settings(tmp_path / "idx", top_k=1)
+    Ingestor(settings, tmp_path / "idx").run([notes])
+    index = open_index(settings)
+    a = answerer(settings, index, checker, lambda p: f" 富士山の標高は3776メートルです。[{number_of(p, '3776')}]")
+    answer = a.ask("富士山の標高は？", mode="retrieve")
+    assert a.backend.prompts and answer.replaced_answer is None
+    assert "3776" in answer.answer
+
+
+def test_auto_mode_does_not_retry_with_the_whole_corpus_when_no_note_mentions_the_question(fuji_index, checker):
+    settings, index = fuji_index
+    a = answerer(settings, index, checker, lambda p: " アラン・ロベールです。[1]")
+    answer = a.ask("アラン・ロベールのニックネームは何ですか？", mode="auto")
+    assert a.backend.prompts == [] and answer.fallback_from is None
+    assert UNKNOWN in answer.answer and "アラン" in answer.answer  # the reason is shown with the refusal
 
 
 def test_quote_style_still_sends_whole_chunks(fuji_index, checker):
@@ -170,7 +212,7 @@ def test_an_invented_name_is_not_shown_as_the_answer(fuji_index, checker):
     answer = answerer(settings, index, checker, invents).ask(question, mode="retrieve")
     assert "ガギャン" not in answer.raw_answer and "ガギャン" in answer.replaced_answer
     assert "お鉢巡り" in answer.answer  # the source sentence that answers, labelled
-    assert answer.answer.startswith(FALLBACK_LABEL.format(answer=answer.replaced_answer))
+    assert answer.answer.startswith(FALLBACK_LABEL.format(answer=claim_text(answer.replaced_answer)))
 
 
 def test_an_invented_answer_with_no_source_sentence_to_show_becomes_a_refusal(fuji_index, checker):
@@ -182,4 +224,4 @@ def test_an_invented_answer_with_no_source_sentence_to_show_becomes_a_refusal(fu
 
     answer = answerer(settings, index, checker, invents).ask(question, mode="retrieve")
     assert answer.raw_answer == f"{UNKNOWN}。" and "ガギャン" in answer.replaced_answer
-    assert answer.answer.startswith(REFUSAL_LABEL.format(answer=answer.replaced_answer))
+    assert answer.answer.startswith(REFUSAL_LABEL.format(answer=claim_text(answer.replaced_answer)))

@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
 
+__all__ = ["MIN_COVERAGE", "MIN_FALLBACK_SENTENCE", "MIN_NAMES", "Answerability", "answerability", "missing_names"]
+
 # Chosen on jsquad_v1.3_valid_articles (own vs borrowed from jaquad_dev_articles) and checked
 # on the reverse pair; see benchmarks/results/answers.md.
 MIN_COVERAGE = 0.5  # share of the question's content words found in the evidence
@@ -35,7 +37,9 @@ class Answerability:
 
 
 def answerability(question: str, evidence: Sequence[str], analyzer) -> Answerability:
-    """The signals for `question` against the `evidence` texts, and the rule's decision."""
+    """The signals for `question` against the `evidence` texts (titles included), and the rule's decision.
+
+    No evidence at all is never answerable."""
     from pipeline.japanese import split_sentences
 
     wanted = set(analyzer.content_lemmas(question))
@@ -52,15 +56,13 @@ def answerability(question: str, evidence: Sequence[str], analyzer) -> Answerabi
     found = [n for n in names if n in lowered]
     names_share = len(found) / len(names) if names else 1.0
     features = {"coverage": round(coverage, 4), "best_sentence": round(best, 4), "names": round(names_share, 4)}
-    ok = coverage >= MIN_COVERAGE and names_share >= MIN_NAMES
+    ok = bool(evidence) and coverage >= MIN_COVERAGE and names_share >= MIN_NAMES
     reason = ""
-    if not ok:
+    if names_share < MIN_NAMES:
         missing = [n for n in names if n not in found]
-        reason = (
-            f"資料に質問の語がほとんどない (内容語 {coverage:.0%}"
-            + (f"、名前 {'・'.join(missing[:3])} が見つからない" if missing else "")
-            + ")"
-        )
+        reason = "資料に" + "".join(f"「{n}」" for n in missing[:3]) + "が出てこないため回答しません"
+    elif not ok:
+        reason = f"資料に質問の語が少ない (内容語の {coverage:.0%}) ため回答しません"
     rule = f"coverage >= {MIN_COVERAGE} and names >= {MIN_NAMES}"
     return Answerability(ok, features, rule, reason)
 

@@ -38,12 +38,14 @@ from pipeline.answer.prompts import (
     says_unknown,
 )
 from pipeline.answer.router import Route, RouteInputs, decide
+from pipeline.check.citations import claim_text
 from pipeline.documents import display_path
 
 if TYPE_CHECKING:
     from pipeline.answer.answerability import Answerability
     from pipeline.answer.backends.base import LLMBackend
     from pipeline.check import CheckedAnswer, CitationChecker
+    from pipeline.check.verdicts import Verdict
     from pipeline.check.policy import Policy
     from pipeline.documents import Chunk, Source
     from pipeline.index.search import Retrieval
@@ -128,7 +130,14 @@ class Answer:
             "answer_label_added": self.answer_label_added,
             "checker": self.checker,
             "replaced_answer": self.replaced_answer,
+            "first_token_seconds": self.first_token_seconds,
         }
+
+    @property
+    def first_token_seconds(self) -> float | None:
+        """Reading the prompt: the wait before the first generated token (None without an LLM call)."""
+        c = self.completion
+        return round(c.prompt_seconds, 2) if c is not None and c.prompt_seconds is not None else None
 
 
 def answer_to_dict(a: Answer) -> dict:
@@ -286,16 +295,19 @@ class Answerer:
             )
         return number_sources(in_document_order([h.chunk for h in retrieval.hits]))
 
-    def _short_budget(self, question: str) -> dict:
-        """Retrieve mode's prompt and answer tokens for the router, when it answers short."""
+    def _short_budget(self, question: str, retrieval: "Retrieval") -> dict:
+        """Retrieve mode's prompt and answer tokens for the router, when it answers short
+        (and the retrieved chunks' size, which says whether the corpus is hardly larger)."""
         if not self.answers_short():
             return {}
+        chunks = number_sources(in_document_order([h.chunk for h in retrieval.hits]))
         prompt = build_short_prompt("", question)
         # The instructions' KV state is kept (`_instructions_state`): a question reads its own part.
         fresh = prompt.user() if self.backend.info.supports_prefix_cache else prompt.system + prompt.user()
         return {
             "retrieve_prompt_tokens": self.backend.count_tokens(fresh),
             "retrieve_answer_tokens": self.settings.short_answer_tokens,
+            "retrieved_chunk_tokens": self.backend.count_tokens(render_sources(chunks, display_path)),
         }
 
     def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Source"], "Retrieval"]:
@@ -319,7 +331,7 @@ class Answerer:
             price_out_per_mtok=info.price_out_per_mtok,
             prefix_cached=self._prefix_cached(packed_text),
             question_tokens=self.backend.count_tokens(build_prompt("", question).user()),
-            **self._short_budget(question),
+            **self._short_budget(question, retrieval),
             prefix_preparable=info.supports_prefix_cache and hasattr(self.backend, "prepare_prefix"),
             latency_budget_s=self.settings.latency_budget_s,
             cost_budget=self.settings.cost_budget,
@@ -346,17 +358,31 @@ class Answerer:
         route, retrieved, retrieval = self.route(question, mode)
         draft = self._draft(question, route, retrieved, retrieval)
         tokens_read, fallback_from = draft.tokens_read, None
-        if route.allow_fallback and says_unknown(draft.text):
+        if route.allow_fallback and says_unknown(draft.text) and self._corpus_may_answer(question, draft):
             lc = route.estimates.get("long-context")
             if lc and lc.seconds <= self.settings.latency_budget_s and route.corpus_tokens <= route.usable_window:
                 fallback_route = replace(
-                    route, mode="long-context", allow_fallback=False,
-                    reasons=route.reasons + ("検索モードの回答が「分かりません」だったため長文脈で再試行 (Self-Route)",),
+                    draft.route, mode="long-context", allow_fallback=False,
+                    reasons=draft.route.reasons + ("検索モードの回答が「分かりません」だったため長文脈で再試行 (Self-Route)",),
                 )
                 draft = self._draft(question, fallback_route, retrieved, retrieval)
                 tokens_read += draft.tokens_read
                 fallback_from = "retrieve"
         return self._finish(question, draft, policy, fallback_from, tokens_read, started)
+
+    def _corpus_may_answer(self, question: str, draft: _Draft) -> bool:
+        """After the answerability gate refused the evidence: does the whole corpus mention the question?
+
+        Self-Route retries with long context when retrieval missed the answer; when no note
+        mentions what the question asks about, reading them all would only invite a guess.
+        """
+        if draft.gate is None or draft.gate.answerable:
+            return True
+        from pipeline.answer.answerability import answerability
+        from pipeline.japanese import default_analyzer
+
+        texts = [f"{d.title}\n{d.text}" for d in self.index.documents.values()]
+        return answerability(question, texts, default_analyzer()).answerable
 
     def _draft(self, question: str, route: Route, retrieved: list["Source"], retrieval: "Retrieval") -> _Draft:
         cache_key = None
@@ -387,6 +413,10 @@ class Answerer:
             return self._extractive(question, route, sources)
         if route.mode == "retrieve" and self.answers_short():
             return self._short_draft(question, route, sources)
+        if route.mode != "retrieve" and self.answers_short():
+            gate = self._answerability(question, sources)
+            if not gate.answerable:  # no note mentions what the question asks about
+                return self._refusal(route, sources, gate)
 
         raw_prompt = self._raw_prompt(build_prompt(render_sources(sources, display_path), question))
         completion = self.backend.complete(
@@ -406,13 +436,9 @@ class Answerer:
         kept on disk (``cache_dir/prompt-states``) and in memory, so a question reads only
         its evidence and itself. Generation stops at the end of the answer's line.
         """
-        from pipeline.answer.answerability import answerability
-        from pipeline.japanese import default_analyzer
-
-        gate = answerability(question, [s.chunk.text for s in sources], default_analyzer())
+        gate = self._answerability(question, sources)
         if not gate.answerable:  # nothing to read the answer from: say so, and spend no generation
-            route = replace(route, reasons=route.reasons + (f"回答しない: {gate.reason}",))
-            return _Draft(route, tuple(sources), f"{UNKNOWN}。", "", None, short=True, gate=gate)
+            return self._refusal(route, sources, gate)
         prompt = build_short_prompt(render_sources(sources, display_path), question)
         fmt = getattr(self.backend, "format_chat", None)
         if fmt is None:
@@ -423,8 +449,20 @@ class Answerer:
         completion = self.backend.complete(
             raw, max_tokens=self.settings.short_answer_tokens, stop=list(SHORT_STOP), prefix_cache_key=key,
         )
-        text = first_line(completion.text)
-        return _Draft(route, tuple(sources), text, quote_cited(text, sources), completion, short=True, gate=gate)
+        text = first_line(completion.text) or f"{UNKNOWN}。"  # an empty line answers nothing
+        return _Draft(route, tuple(sources), text, "", completion, short=True, gate=gate)
+
+    def _answerability(self, question: str, sources: list["Source"]) -> "Answerability":
+        from pipeline.answer.answerability import answerability
+        from pipeline.japanese import default_analyzer
+
+        return answerability(question, [_with_title(s) for s in sources], default_analyzer())
+
+    @staticmethod
+    def _refusal(route: Route, sources: list["Source"], gate: "Answerability") -> _Draft:
+        """「資料からは分かりません」 with the gate's reason, shown and in the route's reasons."""
+        route = replace(route, reasons=route.reasons + (f"回答しない: {gate.reason}",))
+        return _Draft(route, tuple(sources), f"{UNKNOWN}。", "", None, short=True, gate=gate, label=f"({gate.reason})")
 
     def _instructions_state(self, instructions: str) -> str | None:
         """The key of the instructions' saved KV state (prepared on first use), where the backend keeps one."""
@@ -501,7 +539,7 @@ class Answerer:
             return False
         by_number = {s.number: s for s in draft.sources}
         for v in checked.verdicts:
-            cited = [by_number[n].chunk.text for n in (v.fixed_citations or v.cited) if n in by_number]
+            cited = [_with_title(by_number[n]) for n in shown_citations(v) if n in by_number]
             if missing_names(v.sentence.text, cited, default_analyzer()):
                 return False
         return True
@@ -517,13 +555,13 @@ class Answerer:
 
         gate = draft.gate
         if gate is not None and gate.features.get("best_sentence", 1.0) < MIN_FALLBACK_SENTENCE:
-            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=draft.text),
+            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=claim_text(draft.text)),
                            replaced=draft.text)
         fallback = self._extractive(question, draft.route, list(draft.sources), max_sentences=1)
         if says_unknown(fallback.text):
-            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=draft.text),
+            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=claim_text(draft.text)),
                            replaced=draft.text)
-        return replace(fallback, completion=draft.completion, label=FALLBACK_LABEL.format(answer=draft.text),
+        return replace(fallback, completion=draft.completion, label=FALLBACK_LABEL.format(answer=claim_text(draft.text)),
                        replaced=draft.text, short=True, gate=gate)
 
     def _finish(self, question: str, draft: _Draft, policy, fallback_from, tokens_read, started) -> Answer:
@@ -541,6 +579,8 @@ class Answerer:
         shown = draft.text
         if checked is not None:
             shown, refused = apply_policy(checked, draft.text, policy, self.settings.refuse_below)
+            if draft.short and not draft.evidence:  # the quote: the cited sentences, as the user sees them cited
+                draft = replace(draft, evidence=quote_cited(checked, list(draft.sources)))
             recall, precision = figures_as_shown(checked, policy, refused)
         if draft.label:
             shown = f"{draft.label}\n{shown}"
@@ -570,28 +610,36 @@ def first_line(text: str) -> str:
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
-def quote_cited(answer: str, sources: "list[Source]") -> str:
-    """「the cited source's sentence closest to the answer」[n], for each source the answer cites.
+def shown_citations(v: "Verdict") -> tuple[int, ...]:
+    """The sources a sentence cites as shown: the policy moves an unsupported sentence's
+    citation to the source that supports it (`apply_policy`)."""
+    return v.fixed_citations if v.label != "supported" and v.fixed_citations else v.cited
+
+
+def quote_cited(checked: "CheckedAnswer", sources: "list[Source]") -> str:
+    """「the cited sentence」[n] for each source the answer cites as shown.
 
     The short answer style does not ask the model to quote (≈ 60 generated tokens, 5 s on
-    two cores): the program takes the quote from the cited span, by content words shared.
+    two cores): the quote is the sentence of the cited span that the checker matched.
     """
-    from pipeline.check.citations import parse_answer
-    from pipeline.japanese import default_analyzer, split_sentences
-
-    analyzer = default_analyzer()
-    wanted = set(analyzer.content_lemmas(answer))
     by_number = {s.number: s for s in sources}
-    quotes = []
-    for n in dict.fromkeys(c for sent in parse_answer(answer) for c in sent.citations):
-        source = by_number.get(n)
-        if source is None:
-            continue
-        text = source.chunk.text
-        spans = split_sentences(text) or [(0, len(text))]
-        start, end = max(spans, key=lambda se: len(wanted & set(analyzer.content_lemmas(text[se[0]:se[1]]))))
-        quotes.append(f"「{text[start:end].strip()}」[{n}]")
-    return " ".join(quotes)
+    quotes: dict[int, str] = {}
+    for v in checked.verdicts:
+        for n in shown_citations(v):
+            source = by_number.get(n)
+            span = next((sp for sp in v.spans if source is not None and sp.path == source.chunk.path
+                         and source.chunk.start <= sp.start < source.chunk.end), None)
+            if source is None or span is None or n in quotes:
+                continue
+            c = source.chunk
+            quotes[n] = f"「{c.text[span.start - c.start : span.end - c.start].strip()}」[{n}]"
+    return " ".join(quotes.values())
+
+
+def _with_title(source: "Source") -> str:
+    """A source as the model reads it: its title (題名) and its text."""
+    c = source.chunk
+    return f"{c.title}\n{c.text}" if c.title else c.text
 
 
 def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tuple[float | None, float | None]:

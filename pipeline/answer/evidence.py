@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
+from pipeline.answer.backends.extractive import MIN_SENTENCE_CHARS  # headings carry no answer
 from pipeline.documents import Chunk, Source
 
-if TYPE_CHECKING:
-    from pipeline.documents import ScoredChunk
+__all__ = ["DEFAULT_BUDGET_TOKENS", "DEFAULT_SEED_SENTENCES", "select_evidence", "sub_chunk"]
 
-MIN_SENTENCE_CHARS = 6  # headings such as 「# Ollama」 carry no answer
 # Chosen by `benchmarks/evidence.py` on jsquad article questions (gold answer kept vs tokens read).
 DEFAULT_BUDGET_TOKENS = 450
 DEFAULT_SEED_SENTENCES = 3
@@ -116,6 +115,9 @@ def select_evidence(
                 continue
             chosen.setdefault(r, set()).add(j)
             used += cost
+    if not chosen and picks:  # one seed longer than the budget (a PDF line without stops): keep it anyway
+        r, i = picks[0]
+        chosen[r] = {i}
     excerpts = [_excerpt(rows[r], sorted(idx)) for r, idx in chosen.items()]
     excerpts = [e for run in excerpts for e in run]
     excerpts.sort(key=lambda c: (c.path, c.start))
@@ -152,6 +154,3 @@ def sub_chunk(chunk: Chunk, start: int, end: int) -> Chunk:
         token_count=0,
     )
 
-
-def ranked_chunks(hits: Sequence["ScoredChunk"]) -> list[Chunk]:
-    return [h.chunk for h in hits]

@@ -51,6 +51,8 @@ class RouteInputs:
     # Retrieve mode's own prompt and answer budget where they differ (short answers over evidence).
     retrieve_prompt_tokens: int | None = None
     retrieve_answer_tokens: int | None = None
+    # The retrieved chunks whole, where retrieve mode reads less of them (None: retrieve_tokens).
+    retrieved_chunk_tokens: int | None = None
     latency_budget_s: float = 120.0
     cost_budget: float = 0.05  # money per question, in the price unit
     retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
@@ -140,7 +142,8 @@ def decide(inp: RouteInputs) -> Route:
             "long-context",
             f"検索の確信度が低い ({inp.retrieval_confidence:.2f} < {inp.confidence_threshold}) ので全体を読む",
         )
-    if inp.corpus_tokens <= inp.retrieve_tokens * WHOLE_CORPUS_RATIO:
+    retrieved = inp.retrieve_tokens if inp.retrieved_chunk_tokens is None else inp.retrieved_chunk_tokens
+    if inp.corpus_tokens <= retrieved * WHOLE_CORPUS_RATIO:
         return route("long-context", "コーパスが検索結果とほぼ同じ大きさなので全体を読む")
     return route(
         "retrieve",

@@ -70,6 +70,11 @@ class AnswerRecord:
     cited_gold_doc: bool | None
     citation_recall: float | None
     citation_precision: float | None
+    # The same, of the citations as shown (the policy moves a citation to the source that supports it).
+    cited_gold_doc_shown: bool | None = None
+    citation_recall_shown: float | None = None
+    citation_precision_shown: float | None = None
+    first_token_seconds: float | None = None  # reading the prompt, before the first generated token
     refused: bool = False  # answered 「分かりません」 or refused by the citation policy
     replaced_answer: str | None = None  # the model's answer the extractive fallback replaced
     contains_before_fallback: bool | None = None  # did the model's own answer contain a gold answer
@@ -126,11 +131,17 @@ def load_unanswerable(
 
 def _record(q: "Query", a: "Answer", doc_id_of: Callable[[str], str] | None) -> AnswerRecord:
     """`doc_id_of` None: the question's gold documents are not in the index (borrowed)."""
-    cited_gold_doc = None
+    cited_gold_doc = shown_gold_doc = None
     if a.checked is not None and doc_id_of is not None:
-        cited = {n for v in a.checked.verdicts for n in v.sentence.citations}
-        cited_docs = {doc_id_of(s.chunk.path) for s in a.sources if s.number in cited}
-        cited_gold_doc = bool(cited_docs & set(q.gold_doc_ids))
+        gold = set(q.gold_doc_ids)
+
+        def cites_gold(numbers) -> bool:
+            return bool({doc_id_of(s.chunk.path) for s in a.sources if s.number in numbers} & gold)
+
+        cited_gold_doc = cites_gold({n for v in a.checked.verdicts for n in v.sentence.citations})
+        from pipeline.answer.engine import shown_citations
+
+        shown_gold_doc = None if a.refused else cites_gold({n for v in a.checked.verdicts for n in shown_citations(v)})
     return AnswerRecord(
         qid=q.qid, question=q.question, golds=tuple(q.answers), answer=a.raw_answer,
         mode=a.mode if not a.fallback_from else f"{a.fallback_from}->{a.mode}",
@@ -139,6 +150,10 @@ def _record(q: "Query", a: "Answer", doc_id_of: Callable[[str], str] | None) -> 
         cited_gold_doc=cited_gold_doc,
         citation_recall=a.checked.citation_recall if a.checked else None,
         citation_precision=a.checked.citation_precision if a.checked else None,
+        cited_gold_doc_shown=shown_gold_doc,
+        citation_recall_shown=a.citation_recall,
+        citation_precision_shown=a.citation_precision,
+        first_token_seconds=a.first_token_seconds,
         refused=is_refusal(a),
         replaced_answer=a.replaced_answer,
         contains_before_fallback=contains_answer(a.replaced_answer or a.raw_answer, q.answers),
@@ -223,6 +238,11 @@ def summarize(records: Sequence[AnswerRecord], **extra) -> dict:
         "cited_gold_doc": mean([None if r.cited_gold_doc is None else float(r.cited_gold_doc) for r in records]),
         "citation_recall": mean([r.citation_recall for r in records]),
         "citation_precision": mean([r.citation_precision for r in records]),
+        "cited_gold_doc_shown": mean(
+            [None if r.cited_gold_doc_shown is None else float(r.cited_gold_doc_shown) for r in records]
+        ),
+        "citation_recall_shown": mean([r.citation_recall_shown for r in records]),
+        "citation_precision_shown": mean([r.citation_precision_shown for r in records]),
         "refusal_rate": refusal_rate(records),  # of answerable questions: false refusals
         "extractive_fallbacks": sum(r.replaced_answer is not None for r in records),
         "contains_before_fallback": mean(
@@ -231,5 +251,6 @@ def summarize(records: Sequence[AnswerRecord], **extra) -> dict:
         "modes": dict(modes),
         "tokens_read_mean": mean([float(r.tokens_read) for r in records]),
         "seconds_per_question": mean([r.seconds for r in records]),
+        "median_seconds": round(statistics.median(r.seconds for r in records), 2) if records else None,
         "records": [r.__dict__ for r in records],
     }

@@ -167,10 +167,15 @@ def parse_chat(prompt: str) -> list[dict[str, str]] | None:
 
 
 def apply_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
-    """`text` cut before the first stop string, and whether one was found."""
+    """`text` cut before the first stop string, and whether one was found.
+
+    Stops are looked for after any leading whitespace: a model that opens its answer
+    with a line break has not finished it (the short style stops at the line's end).
+    """
     cut = len(text)
+    lead = len(text) - len(text.lstrip())
     for s in stop or ():
-        if s and (i := text.find(s)) >= 0:
+        if s and (i := text.find(s, lead)) >= 0:
             cut = min(cut, i)
     return text[:cut], cut < len(text)
 
