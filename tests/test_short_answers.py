@@ -225,3 +225,12 @@ def test_an_invented_answer_with_no_source_sentence_to_show_becomes_a_refusal(fu
     answer = answerer(settings, index, checker, invents).ask(question, mode="retrieve")
     assert answer.raw_answer == f"{UNKNOWN}。" and "ガギャン" in answer.replaced_answer
     assert answer.answer.startswith(REFUSAL_LABEL.format(answer=claim_text(answer.replaced_answer)))
+
+
+def test_an_answer_that_joins_two_sources_is_kept_and_flagged_not_replaced(fuji_index, checker):
+    """Multi-hop: no single cited span entails 「富士山です」, yet nothing in it is invented."""
+    settings, index = fuji_index
+    a = answerer(settings, index, checker, lambda p: f" 富士山です。[{number_of(p, '3776')}]")
+    answer = a.ask("富士山と浅間山、標高が高いのはどちら？", mode="retrieve")
+    assert a.backend.prompts and answer.replaced_answer is None
+    assert answer.raw_answer.startswith("富士山です。")

@@ -13,6 +13,7 @@ Signals (all in [0, 1]) and the rule are measured by `benchmarks/answerability.p
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -26,6 +27,7 @@ MIN_NAMES = 0.5  # share of the question's names (proper nouns, Latin words) fou
 # When the model's answer fails the checker, a source sentence is shown instead only if one
 # shares at least this share of the question's content words; otherwise the answer is a refusal.
 MIN_FALLBACK_SENTENCE = 0.5
+_KATAKANA = re.compile(r"[ァ-ヺー]{3,}")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def _names(question: str, analyzer) -> list[str]:
 
 
 def missing_names(answer: str, cited_texts: Sequence[str], analyzer) -> list[str]:
-    """Names in `answer` that none of its cited texts contain.
+    """Names (and katakana words) in `answer` that none of `cited_texts` contain.
 
     A small model's invented answer is usually a name (a person, a place, a title) set
     into the question's words; the entailment model reads the shared words and lets it
@@ -83,4 +85,7 @@ def missing_names(answer: str, cited_texts: Sequence[str], analyzer) -> list[str
     from pipeline.check.citations import claim_text
 
     text = unicodedata.normalize("NFKC", "\n".join(cited_texts)).lower()
-    return [n for n in _names(claim_text(answer), analyzer) if n not in text]
+    claim = unicodedata.normalize("NFKC", claim_text(answer))
+    # MeCab tags an unknown katakana word (an invented name) as a common noun: count those too.
+    terms = [*_names(claim, analyzer), *(w.lower() for w in _KATAKANA.findall(claim))]
+    return list(dict.fromkeys(t for t in terms if t not in text))

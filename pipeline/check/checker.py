@@ -401,18 +401,25 @@ def _contradicted(claim: Sequence[Quantity], source: Sequence[Quantity]) -> list
     return [q for q in unmatched_quantities(claim, source) if any(same_kind(q, s) for s in source)]
 
 
+# Reasons that say the source states otherwise (not only that it does not say so).
+REASON_NUMBERS = "数値が資料と一致しません"
+REASON_ROLES = "誰が何をしたか (格関係) が資料と食い違います"
+REASON_NEGATION = "肯定・否定が資料と逆です"
+CONTRADICTION_REASONS = (REASON_NUMBERS, REASON_ROLES, REASON_NEGATION)
+
+
 def _reasons(f: dict[str, float], claim: Analysis, premise: Analysis) -> list[str]:
     out = []
     if f["number_mismatch"]:
         qs = unmatched_quantities(claim.quantities, premise.quantities)
-        out.append("数値が資料と一致しません: " + "、".join(q.surface for q in qs))
+        out.append(f"{REASON_NUMBERS}: " + "、".join(q.surface for q in qs))
     if f["name_mismatch"]:
         names = sorted({w for w in claim.names if w not in premise.text})
         out.append("資料にない固有名詞: " + "、".join(names))
     if f["role_conflict"]:
-        out.append("誰が何をしたか (格関係) が資料と食い違います")
+        out.append(REASON_ROLES)
     if f["negation_mismatch"]:
-        out.append("肯定・否定が資料と逆です")
+        out.append(REASON_NEGATION)
     if f["modality_mismatch"]:
         out.append("資料は断定していません")
     if f["coverage"] < 0.6 and not out:
