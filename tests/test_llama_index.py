@@ -191,9 +191,12 @@ def test_hybrid_retriever_answers_inside_a_retriever_query_engine(demo):
     assert got == [sc.chunk.id for sc in retriever.retrieve_chunks(QUESTION)]
     assert all(n.node.node_id in snapshot.chunks for n in response.source_nodes)
     assert any(Path(n.node.metadata["path"]).name == OLLAMA_NOTE for n in response.source_nodes)
-    # `rag ask` in retrieve mode gives its LLM the very same chunks.
-    answer = Answerer(settings, snapshot, FakeBackend(lambda prompt: "分かりません")).ask(QUESTION, mode="retrieve")
+    # `rag ask` in retrieve mode gives its LLM the very same chunks: whole (quote style) or excerpts of them.
+    quote = settings.model_copy(update={"answer_style": "quote"})
+    answer = Answerer(quote, snapshot, FakeBackend(lambda prompt: "分かりません")).ask(QUESTION, mode="retrieve")
     assert sorted(s.chunk.id for s in answer.sources) == sorted(got)
+    short = Answerer(settings, snapshot, FakeBackend(lambda prompt: "分かりません")).ask(QUESTION, mode="retrieve")
+    assert short.sources and {s.chunk.id.split("#")[0] for s in short.sources} <= set(got)
 
 
 @pytest.mark.slow

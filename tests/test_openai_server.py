@@ -126,7 +126,7 @@ def test_rag_ask_through_llama_cpp_openai_server_answers_with_a_citation(openai_
     work.mkdir()
     (work / "rag.toml").write_text(RAG_TOML, "utf-8")
     index = work / "index"
-    ingest = rag(work, "ingest", str(DEMO), "--index", str(index), "--quiet", timeout=300)
+    ingest = rag(work, "ingest", str(DEMO), "--index", str(index), "--quiet", "--no-prefix", timeout=300)
     assert ingest.returncode == 0, ingest.stderr
 
     try:

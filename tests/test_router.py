@@ -103,3 +103,11 @@ def test_a_cached_prefix_costs_only_the_question_and_short_answers_cost_little()
     assert rt.seconds == pytest.approx(1560 / 52 + 64 / 12, abs=0.01)
     uncached = decide(inputs(prefix_cached=False, question_tokens=40)).estimates["long-context"]
     assert uncached.input_tokens == 400 + 6000  # everything is read
+
+
+def test_with_the_short_answer_path_low_confidence_still_retrieves_first():
+    low = inputs(retrieval_confidence=0.1, corpus_tokens=20_000)
+    assert decide(low).mode == "long-context"
+    route = decide(RouteInputs(**{**low.__dict__, "retrieve_first": True}))
+    assert route.mode == "retrieve" and route.allow_fallback  # long context if the answer is 「分かりません」
+    assert "検索の確信度は低い" in route.reasons[-1]

@@ -234,3 +234,14 @@ def test_an_answer_that_joins_two_sources_is_kept_and_flagged_not_replaced(fuji_
     answer = a.ask("富士山と浅間山、標高が高いのはどちら？", mode="retrieve")
     assert a.backend.prompts and answer.replaced_answer is None
     assert answer.raw_answer.startswith("富士山です。")
+
+
+def test_the_extractive_backend_refuses_what_its_sources_do_not_mention(fuji_index, checker):
+    from pipeline.answer.backends.extractive import ExtractiveBackend
+
+    settings, index = fuji_index
+    a = Answerer(settings, index, ExtractiveBackend(settings), checker)
+    refused = a.ask("アラン・ロベールが登った山は？", mode="retrieve")
+    assert refused.raw_answer == f"{UNKNOWN}。" and "アラン" in refused.answer
+    answered = a.ask("富士山の標高は何メートル？", mode="retrieve")
+    assert "3776メートル" in answered.raw_answer

@@ -286,14 +286,18 @@ class Answerer:
     def retrieve_sources(self, question: str, retrieval: "Retrieval") -> list["Source"]:
         """What retrieve mode shows the model: the evidence sentences (short style) or whole chunks."""
         if self.answers_short():
-            from pipeline.answer.evidence import select_evidence
-            from pipeline.japanese import default_analyzer
-
-            return select_evidence(
-                question, [h.chunk for h in retrieval.hits], default_analyzer(), self.backend.count_tokens,
-                budget_tokens=self.settings.evidence_tokens,
-            )
+            return self._evidence(question, number_sources([h.chunk for h in retrieval.hits]))
         return number_sources(in_document_order([h.chunk for h in retrieval.hits]))
+
+    def _evidence(self, question: str, ranked: list["Source"]) -> list["Source"]:
+        """The question's best sentences of `ranked` (best first), as numbered excerpts."""
+        from pipeline.answer.evidence import select_evidence
+        from pipeline.japanese import default_analyzer
+
+        return select_evidence(
+            question, [s.chunk for s in ranked], default_analyzer(), self.backend.count_tokens,
+            budget_tokens=self.settings.evidence_tokens,
+        )
 
     def _short_budget(self, question: str, retrieval: "Retrieval") -> dict:
         """Retrieve mode's prompt and answer tokens for the router, when it answers short
@@ -308,6 +312,7 @@ class Answerer:
             "retrieve_prompt_tokens": self.backend.count_tokens(fresh),
             "retrieve_answer_tokens": self.settings.short_answer_tokens,
             "retrieved_chunk_tokens": self.backend.count_tokens(render_sources(chunks, display_path)),
+            "retrieve_first": True,
         }
 
     def route(self, question: str, mode: ModeChoice = "auto") -> tuple[Route, list["Source"], "Retrieval"]:
@@ -410,6 +415,10 @@ class Answerer:
                 sources = retrieved
 
         if not self.backend.info.generative:
+            # The gate reads what it was calibrated on: the question's best sentences, not whole chunks.
+            gate = self._answerability(question, self._evidence(question, sources))
+            if not gate.answerable:  # a sentence sharing a word or two is not an answer
+                return self._refusal(route, sources, gate)
             return self._extractive(question, route, sources)
         if route.mode == "retrieve" and self.answers_short():
             return self._short_draft(question, route, sources)

@@ -53,6 +53,10 @@ class RouteInputs:
     retrieve_answer_tokens: int | None = None
     # The retrieved chunks whole, where retrieve mode reads less of them (None: retrieve_tokens).
     retrieved_chunk_tokens: int | None = None
+    # Retrieve first even when the retrievers disagree, long context only if the answer is
+    # 「分かりません」 (Self-Route): what the short answer path measured on corpora that fit
+    # (benchmarks/results/answers.md: retrieve 10/10, long context 5/10, 1.5B model).
+    retrieve_first: bool = False
     latency_budget_s: float = 120.0
     cost_budget: float = 0.05  # money per question, in the price unit
     retrieval_confidence: float = 1.0  # 0..1; low when the retrievers disagree or scores are flat
@@ -137,6 +141,13 @@ def decide(inp: RouteInputs) -> Route:
         return route("retrieve", "長文脈は時間か費用の予算を超えるため検索モード")
     if is_global_question(inp.question):
         return route("long-context", "コーパス全体を問う質問 (まとめ・一覧・比較など) なので全体を読む")
+    if inp.retrieval_confidence < inp.confidence_threshold and inp.retrieve_first:
+        return route(
+            "retrieve",
+            f"検索の確信度は低い ({inp.retrieval_confidence:.2f}) が、このモデルは検索した根拠からの方が正確なので"
+            "まず検索モード（答えが見つからなければ長文脈で再試行）",
+            fallback=True,
+        )
     if inp.retrieval_confidence < inp.confidence_threshold:
         return route(
             "long-context",
