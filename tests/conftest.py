@@ -52,3 +52,19 @@ def notes(tmp_path):
     )
     (d / "sjis.txt").write_bytes("量子化メモ\n7Bモデルは4bit量子化で約4GBのメモリで動く。\n".encode("cp932"))
     return d
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`rag ARGS` in this process through the CLI's entry point: (exit code, stdout, stderr)."""
+    import sys
+
+    from pipeline.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["rag", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -25,7 +25,6 @@ import json
 import random
 import re
 import shutil
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,7 +32,7 @@ import pytest
 
 from pipeline.index.manifest import Manifest
 from pipeline.ingest.sync import Ingestor
-from tests.conftest import hash_settings
+from tests.conftest import hash_settings, run_main
 from tests.test_faults import check_index, version_bytes, write_corpus
 
 DAMAGES = ("truncate", "garbage", "delete", "swap")
@@ -140,21 +139,13 @@ def damage(target: Path, how: str, source: Path) -> None:
 @pytest.fixture
 def rag(monkeypatch, capsys):
     """`rag ARGS` in this process through the CLI's entry point: (exit code, stdout, stderr)."""
-    from pipeline.cli import main
-
     monkeypatch.setenv("RAG_EMBED_MODEL", "hash:256")
     monkeypatch.setenv("RAG_CHUNK_TOKENS", "120")
     # no LLM: ingest skips the long-context preparation (tests/test_long_context.py)
     monkeypatch.setenv("RAG_LLM_BACKEND", "extractive")
 
     def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["rag", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
+        code, out, err = run_main(monkeypatch, capsys, *args)
         assert "Traceback" not in out + err, out + err
         return code, out, err
 

@@ -4,7 +4,6 @@ uses it, and a changed corpus names a new state while the old one is deleted."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from pipeline.api import prepare_long_context
 from pipeline.errors import ModelUnavailable
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor
-from tests.conftest import hash_settings
+from tests.conftest import hash_settings, run_main
 
 QUESTION = "Ollamaの既定のポートは？"
 UNKNOWN = "回答: 資料からは分かりません。"
@@ -193,7 +192,6 @@ def test_pruning_keeps_the_current_state_and_a_save_in_progress(tmp_path):
 def rag(monkeypatch, capsys, no_user_config):
     """`rag ARGS` in this process, with `backend` standing in for the LLM: (exit code, stdout, stderr)."""
     import pipeline.answer.backends
-    from pipeline.cli import main
 
     monkeypatch.setenv("RAG_EMBED_MODEL", "hash:256")
     monkeypatch.setenv("RAG_CHUNK_TOKENS", "120")
@@ -203,14 +201,7 @@ def rag(monkeypatch, capsys, no_user_config):
     def run(*args, backend=None) -> tuple[int, str, str]:
         if backend is not None:
             state["backend"] = backend
-        monkeypatch.setattr(sys, "argv", ["rag", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_main(monkeypatch, capsys, *args)
 
     return run
 

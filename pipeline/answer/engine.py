@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from pipeline.check import CheckedAnswer, CitationChecker
     from pipeline.check.verdicts import Verdict
     from pipeline.check.policy import Policy
-    from pipeline.documents import Chunk, Source
+    from pipeline.documents import Source
     from pipeline.index.search import Retrieval
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
