@@ -245,3 +245,12 @@ def test_the_extractive_backend_refuses_what_its_sources_do_not_mention(fuji_ind
     assert refused.raw_answer == f"{UNKNOWN}。" and "アラン" in refused.answer
     answered = a.ask("富士山の標高は何メートル？", mode="retrieve")
     assert "3776メートル" in answered.raw_answer
+
+
+def test_a_word_neither_the_sources_nor_the_question_have_is_not_shown_as_the_answer(fuji_index, checker):
+    """A 1.5B model's corrupted copy (「接手」 for 「措置」, Chinese 「步兵」): the source sentence is shown instead."""
+    settings, index = fuji_index
+    a = answerer(settings, index, checker, lambda p: f" 2013年に世界遺产に登録された。[{number_of(p, '2013年')}]")
+    answer = a.ask("富士山が世界文化遺産に登録されたのは何年？", mode="retrieve")
+    assert "遺产" in answer.replaced_answer
+    assert answer.raw_answer.startswith("2013年に世界文化遺産に登録された。")

@@ -539,11 +539,11 @@ class Answerer:
         body = text.removeprefix(EXTRACTIVE_LABEL).strip()
         return _Draft(route, tuple(sources), body, "", None, label=EXTRACTIVE_LABEL)
 
-    def _grounded(self, checked: "CheckedAnswer", draft: _Draft) -> bool:
+    def _grounded(self, question: str, checked: "CheckedAnswer", draft: _Draft) -> bool:
         """False when the answer is shown to be wrong, not merely unconfirmed.
 
-        Wrong: it names what no source names (an invented person, place, title), or the
-        checker finds its source stating otherwise (a number, a negation, who did what).
+        Wrong: it names what neither the sources nor the question name (an invented person,
+        place, title, a corrupted word: `missing_names`), or the checker finds its source stating otherwise (a number, a negation, who did what).
         An answer the checker only cannot confirm is kept, flagged by the citation policy:
         on multi-hop questions (JEMHopQA) a right answer joins two sources and no single
         cited span entails it, and replacing those answers lost 10 right ones in 30.
@@ -552,7 +552,7 @@ class Answerer:
         from pipeline.check.checker import CONTRADICTION_REASONS
         from pipeline.japanese import default_analyzer
 
-        every_source = [_with_title(s) for s in draft.sources]
+        every_source = [_with_title(s) for s in draft.sources] + [question]
         for v in checked.verdicts:
             if missing_names(v.sentence.text, every_source, default_analyzer()):
                 return False
@@ -590,7 +590,7 @@ class Answerer:
         recall = precision = None
         if self.checker is not None and draft.text and not says_unknown(draft.text):
             checked = self.checker.check(draft.text, list(draft.sources))
-            if draft.short and self.settings.extractive_fallback and not self._grounded(checked, draft):
+            if draft.short and self.settings.extractive_fallback and not self._grounded(question, checked, draft):
                 draft = self._fall_back(question, draft)
                 checked = None if says_unknown(draft.text) else self.checker.check(draft.text, list(draft.sources))
         shown = draft.text
