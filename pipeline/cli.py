@@ -288,10 +288,12 @@ def _render_answer(data: dict, explain: bool, console=None) -> None:
              "uncited": ("(引用なし)", "red")}
     retried = f", {data['fallback_from']} から再試行" if data["fallback_from"] else ""
     say(Text.assemble(("回答", "bold"), f" ({data['backend']}, モード {data['mode']}{retried})"))
-    if data.get("label"):
-        say(data["label"])
+    label = data.get("label")
+    if label:
+        say(label)
     if data["refused"] or not data["sentences"] or all(s.get("verdict") is None for s in data["sentences"]):
-        say(data["answer"])
+        answer = data["answer"]
+        say(answer[len(label):].lstrip("\n") if label and answer.startswith(label) else answer)
     else:
         for s in data["sentences"]:
             line = Text(s["text"])
@@ -301,9 +303,11 @@ def _render_answer(data: dict, explain: bool, console=None) -> None:
             if s.get("verdict") != "supported" and s.get("fixed_citations"):
                 line.append(f" → [{', '.join(map(str, s['fixed_citations']))}]")
             say(line)
-    cited = [s for s in data["sources"] if s["cited"]] or data["sources"][:3]
+    cited = [s for s in data["sources"] if s["cited"]]
     console.print()
-    say(Text("出典", style="bold"))
+    # Nothing cited (a refusal, 「分かりません」): what was read, not what the answer rests on.
+    say(Text("出典" if cited else "読んだ資料 (引用なし)", style="bold"))
+    cited = cited or data["sources"][:3]
     for s in cited:
         say(f"[{s['number']}] {s['path']}:{s['lines'][0]}-{s['lines'][1]}", "  ", "    ")
     if data["citation_recall"] is not None:

@@ -370,3 +370,14 @@ def test_a_phrase_wider_than_the_line_is_split_without_breaking_kinsoku():
     assert not any(line.rstrip().endswith("「") or line.lstrip().startswith(("」", "、", "。", "ー", "ッ"))
                    for line in lines), lines
     assert "".join(line.strip() for line in lines) == "「分かりません」だったため、プレフィックスは未キャッシュ。"
+
+
+def test_a_refusal_prints_its_reason_once_and_cites_nothing():
+    reason = "(資料に「アラン」「ロベール」が出てこないため回答しません)"
+    data = _answer(answer=f"{reason}\n資料からは分かりません。", raw_answer="資料からは分かりません。", sentences=[],
+                   label=reason, citation_recall=None, citation_precision=None,
+                   sources=[{"number": 1, "path": "notes/ollama.md", "lines": [3, 9], "cited": False}])
+    text = "\n".join(render(data, 80))
+    assert text.count("アラン") == 1  # the reason once, not again inside the answer
+    assert "資料からは分かりません。" in text
+    assert "読んだ資料 (引用なし)" in text and "\n出典" not in text
