@@ -92,7 +92,8 @@ def missing_names(answer: str, texts: Sequence[str], analyzer) -> list[str]:
     text = unicodedata.normalize("NFKC", "\n".join(texts)).lower()
     lemmas = set(analyzer.content_lemmas(text))
     claim = unicodedata.normalize("NFKC", claim_text(answer))
-    nouns = [surface for lemma, surface, kind in analyze(claim, analyzer).content
+    analysis = analyze(claim, analyzer)
+    nouns = [surface for lemma, surface, kind in analysis.content
              if kind == "noun" and lemma not in lemmas and lemma not in text]
-    terms = [*_names(claim, analyzer), *(w.lower() for w in _KATAKANA.findall(claim)), *nouns]
+    terms = [*analysis.names, *(w.lower() for w in _KATAKANA.findall(claim)), *nouns]
     return list(dict.fromkeys(t for t in terms if t.lower() not in text))

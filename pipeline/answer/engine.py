@@ -383,11 +383,7 @@ class Answerer:
         """
         if draft.gate is None or draft.gate.answerable:
             return True
-        from pipeline.answer.answerability import answerability
-        from pipeline.japanese import default_analyzer
-
-        texts = [f"{d.title}\n{d.text}" for d in self.index.documents.values()]
-        return answerability(question, texts, default_analyzer()).answerable
+        return self._answerability(question, self._corpus_sources()).answerable
 
     def _draft(self, question: str, route: Route, retrieved: list["Source"], retrieval: "Retrieval") -> _Draft:
         cache_key = None
@@ -449,11 +445,7 @@ class Answerer:
         if not gate.answerable:  # nothing to read the answer from: say so, and spend no generation
             return self._refusal(route, sources, gate)
         prompt = build_short_prompt(render_sources(sources, display_path), question)
-        fmt = getattr(self.backend, "format_chat", None)
-        if fmt is None:
-            raw = f"{prompt.system}\n\n{prompt.user()}\n\n{SHORT_PREFILL}"
-        else:
-            raw = fmt(prompt.system, prompt.user()) + SHORT_PREFILL
+        raw = self._raw_prompt(prompt, SHORT_PREFILL)
         key = self._instructions_state(raw[: raw.index(prompt.user())])
         completion = self.backend.complete(
             raw, max_tokens=self.settings.short_answer_tokens, stop=list(SHORT_STOP), prefix_cache_key=key,
@@ -509,11 +501,11 @@ class Answerer:
         quoted = parse_output(evidence)
         return both, ParsedOutput(evidence=quoted.answer, answer=second.text.strip())
 
-    def _raw_prompt(self, prompt) -> str:
+    def _raw_prompt(self, prompt, prefill: str = ASSISTANT_PREFILL) -> str:
         fmt = getattr(self.backend, "format_chat", None)
         if fmt is None:
-            return render_plain(prompt)
-        return fmt(prompt.system, prompt.user()) + ASSISTANT_PREFILL
+            return render_plain(prompt, prefill)
+        return fmt(prompt.system, prompt.user()) + prefill
 
     def prefix_text(self, context: str) -> str:
         """The stable part of the raw prompt: everything before the question."""
@@ -571,11 +563,9 @@ class Answerer:
         from pipeline.answer.answerability import MIN_FALLBACK_SENTENCE
 
         gate = draft.gate
-        if gate is not None and gate.features.get("best_sentence", 1.0) < MIN_FALLBACK_SENTENCE:
-            return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=claim_text(draft.text)),
-                           replaced=draft.text)
-        fallback = self._extractive(question, draft.route, list(draft.sources), max_sentences=1)
-        if says_unknown(fallback.text):
+        answers = gate is None or gate.features.get("best_sentence", 1.0) >= MIN_FALLBACK_SENTENCE
+        fallback = self._extractive(question, draft.route, list(draft.sources), max_sentences=1) if answers else None
+        if fallback is None or says_unknown(fallback.text):
             return replace(draft, text=f"{UNKNOWN}。", evidence="", label=REFUSAL_LABEL.format(answer=claim_text(draft.text)),
                            replaced=draft.text)
         return replace(fallback, completion=draft.completion, label=FALLBACK_LABEL.format(answer=claim_text(draft.text)),

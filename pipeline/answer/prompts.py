@@ -42,9 +42,9 @@ def build_prompt(sources_text: str, question: str) -> Prompt:
     return Prompt(system=SYSTEM + "\n\n資料:\n" + sources_text, prefix_context=sources_text, question=question)
 
 
-def render_plain(prompt: Prompt) -> str:
+def render_plain(prompt: "Prompt | ShortPrompt", prefill: str = ASSISTANT_PREFILL) -> str:
     """For backends without a chat template of ours (Ollama raw, tests)."""
-    return f"{prompt.system}\n\n{prompt.user()}\n\n{ASSISTANT_PREFILL}"
+    return f"{prompt.system}\n\n{prompt.user()}\n\n{prefill}"
 
 
 _ANSWER_RE = re.compile(r"回答[:：]\s*", re.MULTILINE)
