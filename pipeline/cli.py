@@ -295,6 +295,14 @@ def _render_answer(data: dict, explain: bool, console=None) -> None:
         answer = data["answer"]
         say(answer[len(label):].lstrip("\n") if label and answer.startswith(label) else answer)
     else:
+        from pipeline.check.citations import claim_text
+
+        short, first = data.get("short_answer"), data["sentences"][0]
+        if short and len(data["sentences"]) == 1 and short != claim_text(first["text"]).strip():
+            # The phrase that answers, first; the sentence it comes from, checked, under it.
+            cites = first["fixed_citations"] if first.get("verdict") != "supported" and first.get("fixed_citations") \
+                else first["citations"]
+            say(Text.assemble((short, "bold"), f" [{', '.join(map(str, cites))}]" if cites else ""), "  ", "  ")
         for s in data["sentences"]:
             line = Text(s["text"])
             if s.get("verdict") in marks:
@@ -444,7 +452,8 @@ def eval_answers(
         return
     typer.echo(
         f"{data_dir}: {report['n_queries']} 問, backend {report['backend']}, mode {mode}\n"
-        f"  含有率 {report['contains']}  文字F1 {report['char_f1']}  正解文書を引用 {report['cited_gold_doc']}\n"
+        f"  含有率 {report['contains']} (短い回答 {report['contains_short']})  "
+        f"文字F1 {report['char_f1']} (短い回答; 文全体 {report['char_f1_sentence']})  正解文書を引用 {report['cited_gold_doc']}\n"
         f"  引用 再現率 {report['citation_recall']} / 適合率 {report['citation_precision']}\n"
         f"  モード {human(report['modes'])}  読んだトークン平均 {report['tokens_read_mean']}  "
         f"1 問 {report['seconds_per_question']} 秒\n"

@@ -320,6 +320,19 @@ def test_ask_explain_wraps_at_the_terminals_width(no_user_config, monkeypatch):
     assert json.loads(invoke("ask", "ポートは？", "--json")) == data  # --json keeps every key
 
 
+def test_the_short_answer_is_printed_first_with_its_citation():
+    sentence = "Ollama の既定のポート番号は 11434 です[1]。"
+    sentences = [{"text": sentence, "citations": [1], "verdict": "supported", "score": 0.9,
+                  "fixed_citations": [1], "reasons": []}]
+    lines = render(_answer(short_answer="11434", sentences=sentences), 80)
+    first = lines.index(next(line for line in lines if line.startswith("回答")))
+    assert lines[first + 1].strip() == "11434 [1]"
+    assert lines[first + 2].strip() == sentence  # the checked sentence stays under it
+    # A short answer that is the whole sentence is not printed twice.
+    lines = render(_answer(short_answer=sentence.replace("[1]", ""), sentences=sentences), 80)
+    assert sum("11434" in line for line in lines) == 1
+
+
 def test_note_text_with_markup_prints_literally_in_ask_and_search(no_user_config, monkeypatch):
     import pipeline.index.search
     import pipeline.index.snapshot

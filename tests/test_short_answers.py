@@ -114,6 +114,8 @@ def test_the_model_reads_instructions_then_evidence_and_writes_one_line(fuji_ind
     assert "標高は3776メートル" in answer.evidence and answer.evidence.startswith("「")  # quoted by the program
     assert answer.checked.verdicts[0].label == "supported" and answer.replaced_answer is None
     assert answer.citation_precision == 1.0
+    assert answer.short_answer == "3776メートル"  # what the sentence adds to the question, put first
+    assert answer.to_dict()["short_answer"] == "3776メートル"
 
 
 def test_an_answer_the_source_contradicts_falls_back_to_the_source_sentence(fuji_index, checker):
@@ -130,6 +132,8 @@ def test_an_answer_the_source_contradicts_falls_back_to_the_source_sentence(fuji
     assert "[" not in answer.label  # the model's citation is not repeated inside the label
     assert answer.checked.verdicts[0].label == "supported"
     assert answer.to_dict()["replaced_answer"] == answer.replaced_answer
+    assert answer.short_answer is not None and "3776" in answer.short_answer  # from the source sentence shown
+    assert "富士山" not in answer.short_answer
 
     kept = answerer(settings, index, checker, wrong, extractive_fallback=False).ask("富士山の標高は何メートル？", mode="retrieve")
     assert kept.replaced_answer is None and "3000" in kept.answer
@@ -142,6 +146,7 @@ def test_an_unknown_answer_is_left_as_it_is(fuji_index, checker):
     answer = a.ask("富士山の標高は何メートル？", mode="retrieve")
     assert a.backend.prompts  # the gate let it through: the model itself said it does not know
     assert UNKNOWN in answer.answer and answer.replaced_answer is None and answer.checked is None
+    assert answer.short_answer is None
 
 
 def test_an_answer_after_a_line_break_is_kept(fuji_index, checker):

@@ -95,6 +95,7 @@ class Answer:
     citation_precision: float | None = None
     checker: dict | None = None  # what checked the citations (`CitationChecker.describe`): mode, threshold, fallback
     replaced_answer: str | None = None  # the model's answer the checker could not confirm (extractive fallback)
+    short_answer: str | None = None  # a one-sentence answer without what it repeats of the question (`answer_phrase`)
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -130,6 +131,7 @@ class Answer:
             "answer_label_added": self.answer_label_added,
             "checker": self.checker,
             "replaced_answer": self.replaced_answer,
+            "short_answer": self.short_answer,
             "first_token_seconds": self.first_token_seconds,
         }
 
@@ -600,7 +602,20 @@ class Answerer:
             citation_recall=recall, citation_precision=precision,
             checker=self.checker.describe() if self.checker is not None else None,
             replaced_answer=draft.replaced,
+            short_answer=None if refused else _short_answer(question, draft.text),
         )
+
+
+def _short_answer(question: str, text: str) -> str | None:
+    """The answer phrase of a one-sentence answer; None for a refusal or several sentences."""
+    from pipeline.answer.phrase import answer_phrase
+    from pipeline.check.citations import parse_answer
+    from pipeline.japanese import default_analyzer
+
+    sentences = parse_answer(text)
+    if len(sentences) != 1 or says_unknown(text):
+        return None
+    return answer_phrase(question, sentences[0].text, default_analyzer())
 
 
 FALLBACK_LABEL = "(モデルの回答「{answer}」は引用した資料で確かめられなかったため、資料の文をそのまま示します)"

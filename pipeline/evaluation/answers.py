@@ -78,6 +78,11 @@ class AnswerRecord:
     refused: bool = False  # answered 「分かりません」 or refused by the citation policy
     replaced_answer: str | None = None  # the model's answer the extractive fallback replaced
     contains_before_fallback: bool | None = None  # did the model's own answer contain a gold answer
+    # `f1` scores the short answer a one-sentence answer puts first (`Answer.short_answer`);
+    # these score it and the sentence the other way round.
+    short_answer: str | None = None
+    contains_short: bool | None = None
+    f1_sentence: float | None = None
 
 
 def is_refusal(a: "Answer") -> bool:
@@ -145,7 +150,7 @@ def _record(q: "Query", a: "Answer", doc_id_of: Callable[[str], str] | None) -> 
     return AnswerRecord(
         qid=q.qid, question=q.question, golds=tuple(q.answers), answer=a.raw_answer,
         mode=a.mode if not a.fallback_from else f"{a.fallback_from}->{a.mode}",
-        contains=contains_answer(a.raw_answer, q.answers), f1=char_f1(a.raw_answer, q.answers),
+        contains=contains_answer(a.raw_answer, q.answers), f1=char_f1(a.short_answer or a.raw_answer, q.answers),
         seconds=a.seconds, tokens_read=a.tokens_read,
         cited_gold_doc=cited_gold_doc,
         citation_recall=a.checked.citation_recall if a.checked else None,
@@ -157,6 +162,9 @@ def _record(q: "Query", a: "Answer", doc_id_of: Callable[[str], str] | None) -> 
         refused=is_refusal(a),
         replaced_answer=a.replaced_answer,
         contains_before_fallback=contains_answer(a.replaced_answer or a.raw_answer, q.answers),
+        short_answer=a.short_answer,
+        contains_short=contains_answer(a.short_answer or a.raw_answer, q.answers),
+        f1_sentence=char_f1(a.raw_answer, q.answers),
     )
 
 
@@ -235,6 +243,8 @@ def summarize(records: Sequence[AnswerRecord], **extra) -> dict:
         "n_queries": len(records),
         "contains": mean([float(r.contains) for r in records]),
         "char_f1": mean([r.f1 for r in records]),
+        "contains_short": mean([None if r.contains_short is None else float(r.contains_short) for r in records]),
+        "char_f1_sentence": mean([r.f1_sentence for r in records]),
         "cited_gold_doc": mean([None if r.cited_gold_doc is None else float(r.cited_gold_doc) for r in records]),
         "citation_recall": mean([r.citation_recall for r in records]),
         "citation_precision": mean([r.citation_precision for r in records]),

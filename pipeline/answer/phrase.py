@@ -1,0 +1,87 @@
+"""The answer phrase: an answer sentence without the words it repeats from the question.
+
+A 1.5B model answers 「日本共産党の第20回党大会が開催されたのは西暦何年か？」 with
+「日本共産党の第20回党大会が開催されたのは1994年です。[2]」: right, but the answer a
+person looks for is 「1994年」. The sentence stays what is checked and cited; the phrase is
+what is put first.
+
+Only the edges are cut, never the middle: a run of two or more morphemes that the
+question also has (its restatement), and particles, auxiliaries, punctuation and light
+verbs (です, がある) around it. A question-word run glued to the answer noun stays with it
+(何派遣団 → 「…安定化派遣団」, 何m → 「618m」). When nothing of the sentence is new, it is
+shown whole: a sentence that only restates the question has no phrase to offer.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import TYPE_CHECKING
+
+from pipeline.check.citations import claim_text
+from pipeline.japanese import STOP_LEMMAS
+
+if TYPE_CHECKING:
+    from pipeline.japanese import Analyzer, Morpheme
+
+__all__ = ["answer_phrase"]
+
+# A restatement is a run of at least this many morphemes the question has too; a single
+# shared word (日本 in 「日本社会党」) is more often part of the answer than a repeat.
+MIN_RESTATED_RUN = 2
+# What may be cut at the edges besides restated runs.
+_FUNCTION_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
+# Parts of a noun phrase: a restated run attached to one of these belongs to the answer.
+_NOUN_POS = frozenset({"名詞", "接尾辞"})
+# The phrase must hold one of these, or it is no phrase.
+_CONTENT_POS = frozenset({"名詞", "接尾辞", "形状詞"})
+
+
+def _key(m: "Morpheme") -> str:
+    return unicodedata.normalize("NFKC", m.surface).lower()
+
+
+def _restated(sentence: list["Morpheme"], question: list["Morpheme"]) -> list[bool]:
+    """For each morpheme of the sentence: inside a run of ≥ MIN_RESTATED_RUN the question has."""
+    words = [_key(m) for m in sentence]
+    asked = [_key(m) for m in question]
+    marked = [False] * len(words)
+    for i in range(len(words)):
+        longest = 0
+        for j in range(len(asked)):
+            n = 0
+            while i + n < len(words) and j + n < len(asked) and words[i + n] == asked[j + n]:
+                n += 1
+            longest = max(longest, n)
+        if longest >= MIN_RESTATED_RUN:
+            marked[i : i + longest] = [True] * longest
+    return marked
+
+
+def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
+    """The part of `sentence` that answers `question` (citation markers dropped).
+
+    >>> from pipeline.japanese import default_analyzer
+    >>> answer_phrase("交響曲の10曲中7曲はどこの国で初演された？",
+    ...               "交響曲の10曲中7曲はドイツで初演されている。[3]", default_analyzer())
+    'ドイツ'
+    """
+    text = claim_text(sentence).strip()
+    morphemes = analyzer.morphemes(text)
+    restated = _restated(morphemes, analyzer.morphemes(question))
+
+    def cut(k: int) -> bool:
+        m = morphemes[k]
+        return restated[k] or m.pos1 in _FUNCTION_POS or m.lemma in STOP_LEMMAS
+
+    start, end = 0, len(morphemes)
+    while start < end and cut(start):
+        start += 1
+    while end > start and cut(end - 1):
+        end -= 1
+    # The question's 何派遣団 / 何m: the counter or head noun it repeats is part of the answer.
+    while start < end < len(morphemes) and morphemes[end].pos1 in _NOUN_POS and morphemes[end - 1].pos1 in _NOUN_POS:
+        end += 1
+    core = morphemes[start:end]
+    if not any(m.pos1 in _CONTENT_POS for m in core):
+        return text
+    return text[core[0].start : core[-1].end]
