@@ -1,8 +1,10 @@
 """Ingest speed: our pipeline vs a stock llama-index pipeline, on the same articles, one run.
 
     .venv/bin/python benchmarks/ingest.py [--data ../shared/evaldata/jaquad_dev_articles] [--docs 12]
+        [--precision fp32 --precision int8]
 
-Ours: readers -> Japanese chunker -> e5 (passage: prefix) -> Chroma + BM25, through `Ingestor`.
+Ours: readers -> Japanese chunker -> e5 (passage: prefix) -> Chroma + BM25, through `Ingestor`,
+once per `--precision` (the embedded e5's fp32 ONNX graph, and its int8 graph: `embed_precision`).
 Stock: SentenceSplitter(chunk_size=300) -> HuggingFaceEmbedding(same e5 folder) ->
 ChromaVectorStore via IngestionPipeline. Both embed with the same model on the same CPU,
 so the ratio is what the Japanese-aware work (MeCab, BM25, manifest) costs or saves.
@@ -48,7 +50,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "evaldata" / "jaquad_dev_articles"))
     ap.add_argument("--docs", type=int, default=12, help="articles to ingest (the first N)")
+    ap.add_argument("--precision", action="append", choices=["fp32", "int8"],
+                    help="our embedder's weights (repeat to compare; default fp32 and int8)")
     args = ap.parse_args()
+    precisions = args.precision or ["fp32", "int8"]
 
     from pipeline.index.embedder import load_embedder, resolve_model_path
     from pipeline.ingest.sync import Ingestor
@@ -61,13 +66,15 @@ def main() -> None:
     for i, d in enumerate(docs):
         (work / "docs" / f"{i:04d}.txt").write_text(d["title"] + "\n" + d["text"] + "\n", encoding="utf-8")
 
-    settings = Settings(index_dir=str(work / "ours"))
-    embedder = TimedEmbedder(load_embedder(settings))
-    embedder.embed_passages(["warm-up"])  # model load and first-call cost out of both timings
-    embedder.seconds, embedder.passages = 0.0, 0
-    t0 = time.perf_counter()
-    summary = Ingestor(settings, work / "ours", embedder=embedder).run([work / "docs"])
-    ours = time.perf_counter() - t0
+    ours = {}
+    for precision in precisions:
+        settings = Settings(index_dir=str(work / f"ours-{precision}"), embed_precision=precision)
+        embedder = TimedEmbedder(load_embedder(settings))
+        embedder.embed_passages(["warm-up"])  # model load and first-call cost out of both timings
+        embedder.seconds, embedder.passages = 0.0, 0
+        t0 = time.perf_counter()
+        summary = Ingestor(settings, work / f"ours-{precision}", embedder=embedder).run([work / "docs"])
+        ours[precision] = (time.perf_counter() - t0, embedder.seconds, summary.chunks)
 
     from llama_index.core import Document
     from llama_index.core.ingestion import IngestionPipeline
@@ -87,12 +94,16 @@ def main() -> None:
     stock = time.perf_counter() - t0
 
     print(f"data: {os.path.relpath(args.data, REPO)} ({len(docs)} articles, {chars} characters)")
-    print(f"ours : {ours:7.1f} s  {chars / ours:8.0f} chars/s  {summary.chunks / ours:6.2f} chunks/s  "
-          f"{summary.chunks} chunks; embedding {embedder.seconds:.1f} s = {100 * embedder.seconds / ours:.0f}% of the time, "
-          f"everything else {ours - embedder.seconds:.1f} s")
-    print(f"stock: {stock:7.1f} s  {chars / stock:8.0f} chars/s  {len(nodes) / stock:6.2f} chunks/s  {len(nodes)} chunks")
-    print(f"ratio ours/stock wall time: {ours / stock:.2f}  (per chunk: {(ours / summary.chunks) / (stock / len(nodes)):.2f})")
-    print(f"command: .venv/bin/python benchmarks/ingest.py --data {os.path.relpath(args.data, REPO)} --docs {args.docs}")
+    for precision, (wall, embedding, chunks) in ours.items():
+        print(f"ours {precision}: {wall:7.1f} s  {chars / wall:8.0f} chars/s  {chunks / wall:6.2f} chunks/s  "
+              f"{chunks} chunks; embedding {embedding:.1f} s = {100 * embedding / wall:.0f}% of the time, "
+              f"everything else {wall - embedding:.1f} s")
+    print(f"stock     : {stock:7.1f} s  {chars / stock:8.0f} chars/s  {len(nodes) / stock:6.2f} chunks/s  {len(nodes)} chunks")
+    for precision, (wall, _, chunks) in ours.items():
+        print(f"characters/s ours {precision} / stock: {stock / wall:.2f}x  (per chunk: {(stock / len(nodes)) / (wall / chunks):.2f}x)")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    flags = "".join(f" --precision {p}" for p in precisions)
+    print(f"command: .venv/bin/python benchmarks/ingest.py --data {os.path.relpath(args.data, REPO)} --docs {args.docs}{flags}")
 
 
 if __name__ == "__main__":

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     embed_query_prefix: str = Field("query: ", description="Put before each question before embedding it (e5).")
     embed_passage_prefix: str = Field("passage: ", description="Put before each chunk before embedding it (e5).")
     embed_batch_size: int = Field(16, ge=1, description="Chunks embedded per batch.")
+    embed_precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="The embedded e5's weights: fp32 (the torch model's vectors) or int8 (quantized: "
+        "faster ingest, slightly different vectors, so an index of its own).",
+    )
     freeze_query_graph: bool = Field(
         True,
         description="From a process's second question on, embed questions with a frozen TorchScript "

@@ -280,6 +280,26 @@ def test_the_light_tokenizer_agrees_with_the_library_on_the_demo_notes(embedded)
     assert all(a == b for a, b in compared)
 
 
+@pytest.mark.slow
+def test_the_int8_graph_is_close_to_the_torch_vectors_and_ranks_as_fp32_does(embedded):
+    from pipeline.index.embedder import OnnxE5Embedder
+    from pipeline.settings import Settings
+    from tests.conftest import DEMO
+
+    model_dir, _, onnx = embedded
+    int8 = e5_onnx.read_marker(model_dir)["int8"]
+    assert int8["accepted"] and int8["min_cosine"] >= e5_onnx.INT8_MIN_COSINE
+    quantized = OnnxE5Embedder(Settings(embed_precision="int8"), e5_onnx.open_encoder(model_dir, "int8"))
+    assert quantized.name.endswith("#int8") and quantized.name != onnx.name  # an index and a cache of its own
+    texts = [p for f in sorted(DEMO.iterdir()) if f.suffix in (".md", ".org") for p in f.read_text("utf-8").split("\n\n")]
+    texts = [t for t in texts if t.strip()][:48]
+    a, b = onnx.embed_passages(texts), quantized.embed_passages(texts)
+    assert float((a * b).sum(1).min()) >= e5_onnx.INT8_MIN_COSINE
+    # Each question finds the same best paragraph with either.
+    for q in QUESTIONS:
+        assert int((a @ onnx.embed_query(q)).argmax()) == int((b @ quantized.embed_query(q)).argmax()), q
+
+
 def _cache_with_the_model(tmp_path: Path, model_dir: Path, copy_export: bool) -> tuple[Path, Path]:
     """A cache folder whose embedded-model folder links to the real one's files (the export
     folder copied when asked, its weights linked): (cache, model folder)."""

@@ -72,7 +72,12 @@ class CachingEmbedder:
         self.settings = settings
         self.cache = cache
         self._inner = inner
-        self.name = inner.name if inner is not None else settings.embed_model
+        if inner is not None:
+            self.name = inner.name
+        else:
+            from pipeline.index.embedder import embedding_name
+
+            self.name = embedding_name(settings)
         self._queries: dict[str, tuple[np.ndarray, float]] = {}
         self.replayed_s = 0.0
         self.computed = 0  # passage vectors the model computed (not found in the cache)

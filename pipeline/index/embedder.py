@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
-from pipeline.errors import ModelUnavailable
+from pipeline.errors import ConfigError, ModelUnavailable
 from pipeline.settings import EMBEDDED_EMBED_MODEL
 
 if TYPE_CHECKING:
@@ -160,7 +160,7 @@ class OnnxE5Embedder:
     query_path_reason = None
 
     def __init__(self, settings: "Settings", encoder: "OnnxE5Encoder"):
-        self.name = settings.embed_model
+        self.name = embedding_name(settings)
         self.query_prefix = settings.embed_query_prefix
         self.passage_prefix = settings.embed_passage_prefix
         self.batch_size = settings.embed_batch_size
@@ -177,7 +177,20 @@ class OnnxE5Embedder:
         return self.encoder.encode([self.query_prefix + text])[0]
 
 
+def embedding_name(settings: "Settings") -> str:
+    """What an index's vectors come from: the model, and its precision when not fp32 (int8
+    vectors differ, so they never share an index or a cache with fp32 ones)."""
+    if settings.embed_precision == "fp32":
+        return settings.embed_model
+    return f"{settings.embed_model}#{settings.embed_precision}"
+
+
 def load_embedder(settings: "Settings") -> Embedder:
+    if settings.embed_precision != "fp32" and settings.embed_model != EMBEDDED_EMBED_MODEL:
+        raise ConfigError(
+            f"embed_precision = {settings.embed_precision} は同梱の埋め込みモデル ({EMBEDDED_EMBED_MODEL}) "
+            f"でだけ使えます (embed_model = {settings.embed_model})"
+        )
     if settings.embed_model.startswith("hash:"):
         return HashEmbedder(int(settings.embed_model.split(":", 1)[1] or 256))
     if settings.embed_model == EMBEDDED_EMBED_MODEL:
@@ -185,8 +198,10 @@ def load_embedder(settings: "Settings") -> Embedder:
         from pipeline.models.e5_onnx import ExportRefused, open_encoder
 
         try:
-            return OnnxE5Embedder(settings, open_encoder(embedded_e5_path(settings.cache_dir)))
+            return OnnxE5Embedder(settings, open_encoder(embedded_e5_path(settings.cache_dir), settings.embed_precision))
         except ExportRefused as err:
+            if settings.embed_precision != "fp32":  # torch has no int8 graph: its vectors would not match
+                raise ModelUnavailable(f"埋め込みモデルの {settings.embed_precision} 版を使えません: {err}") from err
             log.warning("埋め込みモデルは torch で動かします (ONNX を使えません: %s)", err)
             embedder = SentenceTransformerEmbedder(settings)
             embedder.query_path_reason = str(err)

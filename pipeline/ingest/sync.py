@@ -125,8 +125,10 @@ class IngestSummary:
 
 
 def fingerprint(settings: "Settings") -> dict:
+    from pipeline.index.embedder import embedding_name
+
     return {
-        "embed_model": settings.embed_model,
+        "embed_model": embedding_name(settings),  # int8 vectors: another model as far as an index goes
         "chunk_tokens": settings.chunk_tokens,
         "chunk_overlap_sentences": settings.chunk_overlap_sentences,
         "chunker_version": CHUNKER_VERSION,

@@ -21,7 +21,11 @@ def prepare_onnx(model_dir: Path) -> str:
     from pipeline.models.e5_onnx import export_onnx
 
     marker = export_onnx(model_dir)
-    return f"{'accepted' if marker.get('accepted') else 'NOT used (torch stays)'}: {marker.get('reason')}"
+    line = f"{'accepted' if marker.get('accepted') else 'NOT used (torch stays)'}: {marker.get('reason')}"
+    int8 = marker.get("int8") or {}
+    if int8:
+        line += f"; int8 {'offered' if int8.get('accepted') else 'not offered'}: {int8.get('reason')}"
+    return line
 
 
 def main(argv: list[str]) -> int:
