@@ -21,6 +21,14 @@ from pipeline.japanese import default_analyzer
         # The question's 何+counter: the counter belongs to the answer noun.
         ("その山の標高は何メートル？", "その山の標高は3776メートルです。[1]", "3776メートル"),
         ("2013年に登録されたのは何遺産？", "2013年に登録されたのは世界文化遺産です。[1]", "世界文化遺産"),
+        # The predicate after the answer goes: the answer is what it takes.
+        ("山小屋の数はいくつに達するか", "山小屋の数は40軒に達する。[2]", "40軒"),
+        ("お鉢巡りとは何のことか", "山頂の八つの峰を巡ることをお鉢巡りと呼ぶ。[1]", "山頂の八つの峰を巡ること"),
+        # A compound noun the question shares part of is kept whole.
+        ("登山者が提出するのは何の届か", "登山者が登山計画届を提出する。[1]", "登山計画届"),
+        # Brackets: an aside cut in half is left out, a title cut in half is completed.
+        ("富士山が世界遺産になったのはいつ？", "富士山が世界遺産になったのは2013年（平成25年）です。", "2013年"),
+        ("富士山を描いた浮世絵は？", "富士山を描いた浮世絵は北斎の『富嶽三十六景』である。[2]", "北斎の『富嶽三十六景』"),
     ],
 )
 def test_the_phrase_is_what_the_sentence_adds_to_the_question(question, sentence, phrase):

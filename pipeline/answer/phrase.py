@@ -71,6 +71,8 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
 
     def cut(k: int) -> bool:
         m = morphemes[k]
+        if m.pos1 == "名詞" and k and morphemes[k - 1].pos1 in ("動詞", "助動詞"):
+            return restated[k]  # こと/もの after a verb name its clause (峰を巡ること): not cut
         return restated[k] or m.pos1 in _FUNCTION_POS or m.lemma in STOP_LEMMAS
 
     start, end = 0, len(morphemes)
@@ -78,10 +80,56 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
         start += 1
     while end > start and cut(end - 1):
         end -= 1
-    # The question's 何派遣団 / 何m: the counter or head noun it repeats is part of the answer.
+    # A compound noun is not cut: the question's 何派遣団 / 何m (the counter or head noun it
+    # repeats is part of the answer), or 住居表示 of 住居表示台帳.
     while start < end < len(morphemes) and morphemes[end].pos1 in _NOUN_POS and morphemes[end - 1].pos1 in _NOUN_POS:
         end += 1
+    while 0 < start < end and morphemes[start - 1].pos1 == "名詞" and morphemes[start].pos1 in _NOUN_POS:
+        start -= 1
+    # The predicate after the answer (…に及ぶ, …を備える, …と呼ぶ): the answer is what it takes.
+    while end > start and morphemes[end - 1].pos1 == "動詞":
+        shorter = end - 1
+        while shorter > start and cut(shorter - 1):
+            shorter -= 1
+        if not any(m.pos1 in _NOUN_POS for m in morphemes[start:shorter]):
+            break
+        end = shorter
+    start, end = _balanced(text, morphemes, start, end)
     core = morphemes[start:end]
     if not any(m.pos1 in _CONTENT_POS for m in core):
         return text
     return text[core[0].start : core[-1].end]
+
+
+_OPEN_TO_CLOSE = {"「": "」", "『": "』", "（": "）", "(": ")", "【": "】", "［": "］", "[": "]", "〈": "〉", "《": "》"}
+_CLOSE_TO_OPEN = {c: o for o, c in _OPEN_TO_CLOSE.items()}
+_ASIDES = frozenset("（([［")  # a reading, a date, a note: left out when cut; a quoted name is completed
+
+
+def _balanced(text: str, morphemes: list["Morpheme"], start: int, end: int) -> tuple[int, int]:
+    """No bracket left half-open: a name cut inside its 『』 gets its other half back; an aside
+    whose closing bracket was cut off (「1763年（宝暦13年」) is left out."""
+    stack: list[int] = []  # morpheme indexes of open brackets
+    k = start
+    while k < end:
+        surface = morphemes[k].surface
+        if surface in _OPEN_TO_CLOSE:
+            stack.append(k)
+        elif surface in _CLOSE_TO_OPEN:
+            if stack and morphemes[stack[-1]].surface == _CLOSE_TO_OPEN[surface]:
+                stack.pop()
+            else:  # opened before the phrase: take the phrase back to its opening
+                opener = next((j for j in range(start - 1, -1, -1) if morphemes[j].surface == _CLOSE_TO_OPEN[surface]), None)
+                if opener is not None:
+                    start = opener
+        k += 1
+    for k in stack:
+        closer = _OPEN_TO_CLOSE[morphemes[k].surface]
+        after = next((j for j in range(end, len(morphemes)) if morphemes[j].surface == closer), None)
+        if morphemes[k].surface in _ASIDES or after is None:
+            end = k
+            while end > start and morphemes[end - 1].pos1 in _FUNCTION_POS:
+                end -= 1
+            break
+        end = after + 1
+    return start, end
