@@ -50,20 +50,28 @@ class _RichReporter:
     """A progress bar on a terminal."""
 
     def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("取り込み中"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[path]}"),
+            TextColumn("取り込み中"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+            TextColumn("残り"), TimeRemainingColumn(), TextColumn("{task.fields[path]}"),
             transient=True,
         )
         self.task = None
+        self.chunks, self.started = 0, time.perf_counter()
 
     def start(self, total: int) -> None:
         self.progress.start()
-        self.task = self.progress.add_task("ingest", total=total, path="")
+        self.started = time.perf_counter()
+        self.task = self.progress.add_task("ingest", total=total, path="", rate="")
 
     def advance(self, path: str) -> None:
         self.progress.update(self.task, advance=1, path=Path(path).name)
+
+    def embedded(self, chunks: int) -> None:
+        self.chunks += chunks
+        rate = self.chunks / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, rate=f"{self.chunks} チャンク {rate:.1f}/秒")
 
     def log(self, message: str) -> None:
         self.progress.console.log(message)
@@ -80,6 +88,8 @@ class _LogReporter:
             print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ingest: {total} files to index", file=sys.stderr)
 
     def advance(self, path: str) -> None: ...
+
+    def embedded(self, chunks: int) -> None: ...
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} ingest: {message}", file=sys.stderr)

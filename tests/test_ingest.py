@@ -158,3 +158,41 @@ def test_killed_ingest_leaves_previous_index_usable_and_next_run_completes(fresh
     assert summary["added"] == 40 and summary["documents"] == 43
     final = open_index(fresh_index)
     assert chroma_count(fresh_index) == len(final.chunks) == summary["chunks"]
+
+
+def test_chunks_of_many_files_are_embedded_together_and_reported(tmp_path):
+    """Chunks are embedded in calls across files (sorted by length inside the embedder, batches
+    pad less), and the reporter hears every embedded chunk (the progress bar's chunks/s)."""
+    from pipeline.index.embedder import HashEmbedder
+
+    class Counting(HashEmbedder):
+        def __init__(self):
+            super().__init__(256)
+            self.calls: list[int] = []
+
+        def embed_passages(self, texts):
+            self.calls.append(len(texts))
+            return super().embed_passages(texts)
+
+    class Heard:
+        def __init__(self):
+            self.chunks = 0
+
+        def start(self, total): ...
+        def advance(self, path): ...
+        def log(self, message): ...
+
+        def embedded(self, chunks):
+            self.chunks += chunks
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(12):
+        (notes / f"n{i:02d}.md").write_text(f"# メモ{i}\n\n富士山の話{i}。標高は3776メートル。\n", "utf-8")
+    settings = hash_settings(tmp_path / "idx")
+    embedder, heard = Counting(), Heard()
+    summary = Ingestor(settings, tmp_path / "idx", embedder=embedder).run([notes], reporter=heard)
+    assert summary.embedded_chunks == sum(embedder.calls) == heard.chunks >= 12
+    assert len(embedder.calls) < 12  # not one call per file
+    assert chroma_count(settings) == summary.chunks  # every queued vector reached Chroma
+    assert [r.chunk.path for r in search(open_index(settings), "富士山の話7", k=1)] == [str(notes / "n07.md")]

@@ -77,6 +77,8 @@ class _IngestReporter:
     def advance(self, path: str) -> None:
         self.progress.advance()
 
+    def embedded(self, chunks: int) -> None: ...
+
     def log(self, message: str) -> None:
         self.progress.log(message)
 
