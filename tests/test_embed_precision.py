@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.index.embedder import embedding_name, load_embedder
+from pipeline.index.embedder import embedding_name, load_embedder, settings_for_index
 from pipeline.index.snapshot import open_index
 from pipeline.ingest.sync import Ingestor, fingerprint
 from pipeline.settings import EMBEDDED_EMBED_MODEL, Settings
@@ -15,6 +15,15 @@ def test_fp32_keeps_the_fingerprint_existing_indexes_were_built_with():
     assert fingerprint(Settings())["embed_model"] == EMBEDDED_EMBED_MODEL
     assert embedding_name(Settings(embed_precision="int8")) == f"{EMBEDDED_EMBED_MODEL}#int8"
     assert fingerprint(Settings(embed_precision="int8"))["embed_model"] == f"{EMBEDDED_EMBED_MODEL}#int8"
+
+
+def test_questions_are_embedded_as_the_index_was_whatever_the_setting_says_now():
+    fp32_index, int8_index = EMBEDDED_EMBED_MODEL, f"{EMBEDDED_EMBED_MODEL}#int8"
+    assert settings_for_index(Settings(embed_precision="int8"), fp32_index).embed_precision == "fp32"
+    assert settings_for_index(Settings(), int8_index).embed_precision == "int8"
+    assert settings_for_index(Settings(), None).embed_precision == "fp32"  # an index from before the setting
+    with pytest.raises(ConfigError, match="hash:256"):
+        settings_for_index(Settings(), "hash:256")
 
 
 def test_int8_is_only_for_the_embedded_model():

@@ -185,6 +185,21 @@ def embedding_name(settings: "Settings") -> str:
     return f"{settings.embed_model}#{settings.embed_precision}"
 
 
+def settings_for_index(settings: "Settings", built_with: str | None) -> "Settings":
+    """The settings to embed questions for an index whose vectors came from `built_with`
+    (`embedding_name` as its manifest records it): its precision, whatever the setting says
+    now (a changed `embed_precision` applies when an index is built). Another model is an error."""
+    if not built_with or built_with == embedding_name(settings):
+        return settings
+    model, _, precision = built_with.partition("#")
+    if model != settings.embed_model:
+        raise ConfigError(
+            f"このインデックスは {built_with} の埋め込みで作られています (設定は {embedding_name(settings)})\n"
+            "設定を戻すか、rag ingest で別の --index に作り直してください。"
+        )
+    return settings.model_copy(update={"embed_precision": precision or "fp32"})
+
+
 def load_embedder(settings: "Settings") -> Embedder:
     if settings.embed_precision != "fp32" and settings.embed_model != EMBEDDED_EMBED_MODEL:
         raise ConfigError(

@@ -169,16 +169,11 @@ class IndexSnapshot:
     @property
     def embedder(self) -> "Embedder":
         if self._embedder is None:
-            from pipeline.errors import ConfigError
-            from pipeline.index.embedder import embedding_name, load_embedder
+            from pipeline.index.embedder import load_embedder, settings_for_index
 
-            built_with, wanted = self.manifest.fingerprint.get("embed_model"), embedding_name(self.settings)
-            if built_with and built_with != wanted:  # questions would be compared with other vectors
-                raise ConfigError(
-                    f"このインデックスは {built_with} の埋め込みで作られています (設定は {wanted}): {self.index_dir}\n"
-                    "設定を戻すか、rag ingest で別の --index に作り直してください。"
-                )
-            self._embedder = load_embedder(self.settings)
+            # Questions are embedded as the index's vectors were (its model and precision).
+            settings = settings_for_index(self.settings, self.manifest.fingerprint.get("embed_model"))
+            self._embedder = load_embedder(settings)
         return self._embedder
 
     @property

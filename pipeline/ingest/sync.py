@@ -241,9 +241,11 @@ class Ingestor:
         loaded, trust = self._check_index(fp, rebuild, recovering)
         old = loaded or Manifest(fingerprint=fp)
         if old.documents and old.fingerprint.get("embed_model") != fp["embed_model"]:
+            built_with = old.fingerprint.get("embed_model") or ""
+            which = ("embed_precision の違う埋め込み" if built_with.partition("#")[0] == self.settings.embed_model
+                     else "別の埋め込みモデル")
             raise ConfigError(
-                f"このインデックスは別の埋め込みモデル ({old.fingerprint.get('embed_model')}) で"
-                f"作られています: {self.index_dir}\n"
+                f"このインデックスは{which} ({built_with}) で作られています: {self.index_dir}\n"
                 "別の --index を指定するか、フォルダを削除して作り直してください。"
             )
         summary.repaired = trust.damage
