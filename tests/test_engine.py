@@ -27,7 +27,7 @@ ASK_JSON_KEYS = {
     "question", "answer", "raw_answer", "evidence", "mode", "fallback_from", "backend", "refused",
     "route", "sentences", "citation_recall", "citation_precision", "sources", "seconds",
     "tokens_read", "label", "answer_label_added", "checker", "replaced_answer",
-    "first_token_seconds",
+    "first_token_seconds", "short_answer",
 }
 
 
@@ -65,6 +65,7 @@ def test_retrieve_mode_cites_the_right_file(demo_index):
     cited = [s for s in data["sources"] if s["cited"]]
     assert [s["path"].rsplit("/", 1)[-1] for s in cited] == ["ollama.md"]
     assert data["sentences"][0]["citations"] == [cited[0]["number"]]
+    assert data["short_answer"] == "11434"  # the sentence without the question it repeats
     assert data["route"]["reasons"]
     # Retrieved chunks are put back in document order.
     keys = [(s["path"], s["start"]) for s in data["sources"]]

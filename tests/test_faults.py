@@ -61,7 +61,7 @@ _BODY = {
 }
 A_FILES = ("keep1.md", "keep2.org", "keep3.txt", "mod1.md", "mod2.txt", "del1.md", "del2.org")
 B_FILES = ("keep1.md", "keep2.org", "keep3.txt", "mod1.md", "mod2.txt", "new1.md", "new2.txt", "new3.md")
-B_WORK = 5  # files the A -> B run indexes (2 changed + 3 new): a chunk file each, and a Chroma write each at ADD_BATCH=1
+B_WORK = 5  # files the A -> B run indexes (2 changed + 3 new): a chunk file each, and a Chroma write each at ADD_BATCH=EMBED_BATCH=1
 HITS = {s: (B_WORK if s in ("after_chunk_file", "after_chroma_add") else 1) for s in STAGES}
 MTIME_NS = {"A": 1_700_000_000 * 10**9, "B": 1_700_000_500 * 10**9}
 
@@ -176,7 +176,8 @@ def _forked_ingest(
     import pipeline.ingest.sync as sync
 
     if add_batch:
-        sync.ADD_BATCH = add_batch
+        # Vectors embedded and written to Chroma file by file: a kill can fall between any two.
+        sync.ADD_BATCH = sync.EMBED_BATCH = add_batch
     if fault:
         os.environ["RAG_FAULT_AT"] = fault
     else:

