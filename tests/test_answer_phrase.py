@@ -23,7 +23,10 @@ from pipeline.japanese import default_analyzer
         ("2013年に登録されたのは何遺産？", "2013年に登録されたのは世界文化遺産です。[1]", "世界文化遺産"),
         # The predicate after the answer goes: the answer is what it takes.
         ("山小屋の数はいくつに達するか", "山小屋の数は40軒に達する。[2]", "40軒"),
-        ("お鉢巡りとは何のことか", "山頂の八つの峰を巡ることをお鉢巡りと呼ぶ。[1]", "山頂の八つの峰を巡ること"),
+        ("山頂の火口を一周することを何と呼ぶか", "山頂の火口を一周することをお鉢巡りと呼ぶ。[1]", "お鉢巡り"),
+        # The question's topic said again is cut, a word inside one of its compounds is not.
+        ("RAGとは何の略ですか？", "RAGは「Retrieval-Augmented Generation」の略です。[1]", "Retrieval-Augmented Generation"),
+        ("石油輸出地域の中東に多いのは何か", "中東は石油が多い。[1]", "石油"),
         # A compound noun the question shares part of is kept whole.
         ("登山者が提出するのは何の届か", "登山者が登山計画届を提出する。[1]", "登山計画届"),
         # Brackets: an aside cut in half is left out, a title cut in half is completed.
@@ -41,6 +44,10 @@ def test_a_word_the_question_shares_inside_the_answer_is_kept():
     assert phrase == "富士山と北岳"
     phrase = answer_phrase("日本政治で対立したのはどの党？", "日本共産党と日本社会党です。[1]", default_analyzer())
     assert phrase == "日本共産党と日本社会党"
+
+
+def test_a_comparison_answer_keeps_the_name_it_chose():
+    assert answer_phrase("富士山と浅間山、どちらが高いですか？", "富士山が高い。[1]", default_analyzer()) == "富士山"
 
 
 def test_a_sentence_that_only_restates_the_question_is_shown_whole():

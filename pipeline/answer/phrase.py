@@ -32,6 +32,7 @@ MIN_RESTATED_RUN = 2
 _FUNCTION_POS = frozenset({"助詞", "助動詞", "補助記号", "記号", "空白"})
 # Parts of a noun phrase: a restated run attached to one of these belongs to the answer.
 _NOUN_POS = frozenset({"名詞", "接尾辞"})
+_TOPIC_PARTICLES = frozenset({"は"})  # not が: 「富士山が高い」 answers 「富士山と浅間山、どちらが高い？」
 # The phrase must hold one of these, or it is no phrase.
 _CONTENT_POS = frozenset({"名詞", "接尾辞", "形状詞"})
 
@@ -41,7 +42,8 @@ def _key(m: "Morpheme") -> str:
 
 
 def _restated(sentence: list["Morpheme"], question: list["Morpheme"]) -> list[bool]:
-    """For each morpheme of the sentence: inside a run of ≥ MIN_RESTATED_RUN the question has."""
+    """For each morpheme of the sentence: does it restate the question (a run of ≥ MIN_RESTATED_RUN
+    morphemes the question has, or the question's topic said again)."""
     words = [_key(m) for m in sentence]
     asked = [_key(m) for m in question]
     marked = [False] * len(words)
@@ -54,7 +56,26 @@ def _restated(sentence: list["Morpheme"], question: list["Morpheme"]) -> list[bo
             longest = max(longest, n)
         if longest >= MIN_RESTATED_RUN:
             marked[i : i + longest] = [True] * longest
+    # The question's topic or subject said again (「RAGは…」 for 「RAGとは何の略？」): a whole noun
+    # phrase of the question (not a part of one: 石油 of 石油輸出地域), followed by は.
+    phrases = {tuple(asked[i:j]) for i, j in _noun_runs(question)}
+    for i, j in _noun_runs(sentence):
+        if j < len(words) and sentence[j].surface in _TOPIC_PARTICLES and tuple(words[i:j]) in phrases:
+            marked[i:j] = [True] * (j - i)
     return marked
+
+
+def _noun_runs(morphemes: list["Morpheme"]) -> list[tuple[int, int]]:
+    """(start, end) of each maximal run of nouns and noun suffixes."""
+    runs, i = [], 0
+    while i < len(morphemes):
+        j = i
+        while j < len(morphemes) and morphemes[j].pos1 in _NOUN_POS:
+            j += 1
+        if j > i:
+            runs.append((i, j))
+        i = max(j, i + 1)
+    return runs
 
 
 def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
@@ -66,13 +87,11 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
     'ドイツ'
     """
     text = claim_text(sentence).strip()
-    morphemes = analyzer.morphemes(text)
-    restated = _restated(morphemes, analyzer.morphemes(question))
+    morphemes, asked = analyzer.morphemes(text), analyzer.morphemes(question)
+    restated = _restated(morphemes, asked)
 
     def cut(k: int) -> bool:
         m = morphemes[k]
-        if m.pos1 == "名詞" and k and morphemes[k - 1].pos1 in ("動詞", "助動詞"):
-            return restated[k]  # こと/もの after a verb name its clause (峰を巡ること): not cut
         return restated[k] or m.pos1 in _FUNCTION_POS or m.lemma in STOP_LEMMAS
 
     start, end = 0, len(morphemes)
@@ -86,8 +105,8 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
         end += 1
     while 0 < start < end and morphemes[start - 1].pos1 == "名詞" and morphemes[start].pos1 in _NOUN_POS:
         start -= 1
-    # The predicate after the answer (…に及ぶ, …を備える, …と呼ぶ): the answer is what it takes.
-    while end > start and morphemes[end - 1].pos1 == "動詞":
+    # The predicate after the answer (…に及ぶ, …を備える, …と呼ぶ, …が多い): the answer is what it takes.
+    while end > start and morphemes[end - 1].pos1 in ("動詞", "形容詞"):
         shorter = end - 1
         while shorter > start and cut(shorter - 1):
             shorter -= 1
@@ -97,8 +116,23 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
     start, end = _balanced(text, morphemes, start, end)
     core = morphemes[start:end]
     if not any(m.pos1 in _CONTENT_POS for m in core):
-        return text
+        return _chosen(text, morphemes, asked) or text
     return text[core[0].start : core[-1].end]
+
+
+def _chosen(text: str, morphemes: list["Morpheme"], question: list["Morpheme"]) -> str | None:
+    """For 「AとB、どちらが…？」: the option the sentence puts in the answer's place (「…のはBです」,
+    「Aが高い」), or None. An option only listed again (「AとB、…」) is no choice."""
+    keys, asked = [_key(m) for m in morphemes], [_key(m) for m in question]
+    options = {tuple(asked[i:j]) for i, j in _noun_runs(question)
+               if (j < len(asked) and asked[j] == "と") or (i and asked[i - 1] == "と")}
+    chosen = None
+    for i, j in _noun_runs(morphemes):
+        after = keys[j] if j < len(keys) else "。"
+        listed = (i and keys[i - 1] == "と") or after == "と"
+        if tuple(keys[i:j]) in options and not listed and (after in ("が", "は", "。") or morphemes[j].pos1 == "助動詞"):
+            chosen = text[morphemes[i].start : morphemes[j - 1].end]
+    return chosen
 
 
 _OPEN_TO_CLOSE = {"「": "」", "『": "』", "（": "）", "(": ")", "【": "】", "［": "］", "[": "]", "〈": "〉", "《": "》"}
