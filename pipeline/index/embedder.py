@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
