@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -70,9 +72,6 @@ def main() -> None:
     ours, whole = {}, {}
     for precision in precisions:
         # `rag ingest` as a person or cron runs it: a new process, start-up and model load included.
-        import subprocess
-        import sys
-
         rag = Path(sys.executable).parent / "rag"
         env = {**os.environ, "RAG_EMBED_PRECISION": precision}
         t0 = time.perf_counter()

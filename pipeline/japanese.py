@@ -30,8 +30,10 @@ import unicodedata
 from dataclasses import dataclass
 
 __all__ = [
+    "CLOSE_TO_OPEN",
     "CONTENT_POS",
     "DROPPED_POS2",
+    "OPEN_TO_CLOSE",
     "QUOTE_LOOKAHEAD",
     "STOP_LEMMAS",
     "Analyzer",
@@ -144,7 +146,8 @@ def normalize(text: str) -> Normalized:
 # Sentences
 # --------------------------------------------------------------------------
 
-_OPEN_TO_CLOSE = {
+# Bracket pairs: a sentence does not end inside one; an answer phrase is not cut inside one.
+OPEN_TO_CLOSE = {
     "「": "」",
     "『": "』",
     "（": "）",
@@ -158,10 +161,10 @@ _OPEN_TO_CLOSE = {
     "“": "”",
     "｢": "｣",
 }
-_CLOSE_TO_OPEN = {c: o for o, c in _OPEN_TO_CLOSE.items()}
+CLOSE_TO_OPEN = {c: o for o, c in OPEN_TO_CLOSE.items()}
 _QUOTE_OPENERS = frozenset("「『")
 # Characters kept with the sentence after its terminator: closers and quotes.
-_TRAILERS = frozenset(_CLOSE_TO_OPEN) | frozenset("\"'’”")
+_TRAILERS = frozenset(CLOSE_TO_OPEN) | frozenset("\"'’”")
 _STRONG_ENDS = frozenset("。！？｡‼⁇⁈⁉")
 _ENDS = _STRONG_ENDS | frozenset("．.!?")
 # After 「…。」 these continue the sentence (quotation particle, case particle, comma).
@@ -253,10 +256,10 @@ def _quote_closes_soon(text: str, i: int, stack: list[str]) -> bool:
             continue
         if not ch.isspace():
             blank = False
-        if ch in _OPEN_TO_CLOSE:
+        if ch in OPEN_TO_CLOSE:
             st.append(ch)
-        elif ch in _CLOSE_TO_OPEN and _CLOSE_TO_OPEN[ch] in st:
-            _pop_to(st, _CLOSE_TO_OPEN[ch])
+        elif ch in CLOSE_TO_OPEN and CLOSE_TO_OPEN[ch] in st:
+            _pop_to(st, CLOSE_TO_OPEN[ch])
             if not any(o in _QUOTE_OPENERS for o in st):
                 return True
     return False
@@ -315,10 +318,10 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             continue
         if start < 0:
             start = i
-        if c in _OPEN_TO_CLOSE:
+        if c in OPEN_TO_CLOSE:
             stack.append(c)
-        elif c in _CLOSE_TO_OPEN:
-            opener = _CLOSE_TO_OPEN[c]
+        elif c in CLOSE_TO_OPEN:
+            opener = CLOSE_TO_OPEN[c]
             if opener in stack:
                 _pop_to(stack, opener)
                 if not stack and not block and _closes_sentence(text, i):

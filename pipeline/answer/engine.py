@@ -38,7 +38,7 @@ from pipeline.answer.prompts import (
     says_unknown,
 )
 from pipeline.answer.router import Route, RouteInputs, decide
-from pipeline.check.citations import claim_text
+from pipeline.check.citations import claim_text, parse_answer
 from pipeline.documents import display_path
 
 if TYPE_CHECKING:
@@ -104,8 +104,6 @@ class Answer:
                 {k: d[k] for k in SENTENCE_KEYS} for d in (v.to_dict() for v in self.checked.verdicts)
             ]
         else:
-            from pipeline.check.citations import parse_answer
-
             sentences = [
                 {"text": s.text, "citations": list(s.citations), "verdict": None}
                 for s in parse_answer(self.raw_answer)
@@ -609,7 +607,6 @@ class Answerer:
 def _short_answer(question: str, text: str) -> str | None:
     """The answer phrase of a one-sentence answer; None for a refusal or several sentences."""
     from pipeline.answer.phrase import answer_phrase
-    from pipeline.check.citations import parse_answer
     from pipeline.japanese import default_analyzer
 
     sentences = parse_answer(text)

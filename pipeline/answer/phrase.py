@@ -18,7 +18,7 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 from pipeline.check.citations import claim_text
-from pipeline.japanese import STOP_LEMMAS
+from pipeline.japanese import CLOSE_TO_OPEN, OPEN_TO_CLOSE, STOP_LEMMAS
 
 if TYPE_CHECKING:
     from pipeline.japanese import Analyzer, Morpheme
@@ -41,11 +41,9 @@ def _key(m: "Morpheme") -> str:
     return unicodedata.normalize("NFKC", m.surface).lower()
 
 
-def _restated(sentence: list["Morpheme"], question: list["Morpheme"]) -> list[bool]:
+def _restated(sentence: list["Morpheme"], words: list[str], question: list["Morpheme"], asked: list[str]) -> list[bool]:
     """For each morpheme of the sentence: does it restate the question (a run of ≥ MIN_RESTATED_RUN
-    morphemes the question has, or the question's topic said again)."""
-    words = [_key(m) for m in sentence]
-    asked = [_key(m) for m in question]
+    morphemes the question has, or the question's topic said again)? `words`, `asked`: their keys."""
     marked = [False] * len(words)
     for i in range(len(words)):
         longest = 0
@@ -87,8 +85,9 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
     'ドイツ'
     """
     text = claim_text(sentence).strip()
-    morphemes, asked = analyzer.morphemes(text), analyzer.morphemes(question)
-    restated = _restated(morphemes, asked)
+    morphemes, question_morphemes = analyzer.morphemes(text), analyzer.morphemes(question)
+    words, asked = [_key(m) for m in morphemes], [_key(m) for m in question_morphemes]
+    restated = _restated(morphemes, words, question_morphemes, asked)
 
     def cut(k: int) -> bool:
         m = morphemes[k]
@@ -113,17 +112,17 @@ def answer_phrase(question: str, sentence: str, analyzer: "Analyzer") -> str:
         if not any(m.pos1 in _NOUN_POS for m in morphemes[start:shorter]):
             break
         end = shorter
-    start, end = _balanced(text, morphemes, start, end)
+    start, end = _balanced(morphemes, start, end)
     core = morphemes[start:end]
     if not any(m.pos1 in _CONTENT_POS for m in core):
-        return _chosen(text, morphemes, asked) or text
+        return _chosen(text, morphemes, words, question_morphemes, asked) or text
     return text[core[0].start : core[-1].end]
 
 
-def _chosen(text: str, morphemes: list["Morpheme"], question: list["Morpheme"]) -> str | None:
+def _chosen(text: str, morphemes: list["Morpheme"], keys: list[str], question: list["Morpheme"],
+            asked: list[str]) -> str | None:
     """For 「AとB、どちらが…？」: the option the sentence puts in the answer's place (「…のはBです」,
     「Aが高い」), or None. An option only listed again (「AとB、…」) is no choice."""
-    keys, asked = [_key(m) for m in morphemes], [_key(m) for m in question]
     options = {tuple(asked[i:j]) for i, j in _noun_runs(question)
                if (j < len(asked) and asked[j] == "と") or (i and asked[i - 1] == "と")}
     chosen = None
@@ -135,30 +134,26 @@ def _chosen(text: str, morphemes: list["Morpheme"], question: list["Morpheme"]) 
     return chosen
 
 
-_OPEN_TO_CLOSE = {"「": "」", "『": "』", "（": "）", "(": ")", "【": "】", "［": "］", "[": "]", "〈": "〉", "《": "》"}
-_CLOSE_TO_OPEN = {c: o for o, c in _OPEN_TO_CLOSE.items()}
-_ASIDES = frozenset("（([［")  # a reading, a date, a note: left out when cut; a quoted name is completed
+_ASIDES = frozenset("（([［〔")  # a reading, a date, a note: left out when cut; a quoted name is completed
 
 
-def _balanced(text: str, morphemes: list["Morpheme"], start: int, end: int) -> tuple[int, int]:
+def _balanced(morphemes: list["Morpheme"], start: int, end: int) -> tuple[int, int]:
     """No bracket left half-open: a name cut inside its 『』 gets its other half back; an aside
     whose closing bracket was cut off (「1763年（宝暦13年」) is left out."""
     stack: list[int] = []  # morpheme indexes of open brackets
-    k = start
-    while k < end:
+    for k in range(start, end):
         surface = morphemes[k].surface
-        if surface in _OPEN_TO_CLOSE:
+        if surface in OPEN_TO_CLOSE:
             stack.append(k)
-        elif surface in _CLOSE_TO_OPEN:
-            if stack and morphemes[stack[-1]].surface == _CLOSE_TO_OPEN[surface]:
+        elif surface in CLOSE_TO_OPEN:
+            if stack and morphemes[stack[-1]].surface == CLOSE_TO_OPEN[surface]:
                 stack.pop()
             else:  # opened before the phrase: take the phrase back to its opening
-                opener = next((j for j in range(start - 1, -1, -1) if morphemes[j].surface == _CLOSE_TO_OPEN[surface]), None)
+                opener = next((j for j in range(start - 1, -1, -1) if morphemes[j].surface == CLOSE_TO_OPEN[surface]), None)
                 if opener is not None:
                     start = opener
-        k += 1
     for k in stack:
-        closer = _OPEN_TO_CLOSE[morphemes[k].surface]
+        closer = OPEN_TO_CLOSE[morphemes[k].surface]
         after = next((j for j in range(end, len(morphemes)) if morphemes[j].surface == closer), None)
         if morphemes[k].surface in _ASIDES or after is None:
             end = k

@@ -562,6 +562,8 @@ class Ingestor:
         self._to_embed.extend(todo)
         if len(self._to_embed) >= EMBED_BATCH:
             self._embed_queued()
+            if len(self._pending) >= ADD_BATCH:
+                self._flush_vectors()
         return len(todo)
 
     def _embed_queued(self) -> None:
@@ -570,12 +572,10 @@ class Ingestor:
             self._pending.extend(zip([c for c, _ in self._to_embed], vectors))
             self._reporter.embedded(len(self._to_embed))
             self._to_embed = []
-        if len(self._pending) >= ADD_BATCH:
-            self._flush_vectors()
 
     def _flush_vectors(self) -> None:
-        if self._to_embed:
-            self._embed_queued()  # writes what it embedded when ADD_BATCH are waiting
+        """Embed what is queued, and write every embedded vector to Chroma."""
+        self._embed_queued()
         if self._pending:
             self.store.add([c for c, _ in self._pending], [v for _, v in self._pending])
             self._pending = []
