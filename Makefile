@@ -14,7 +14,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 DEMO_INDEX := indexes/demo
 DEMO_QUESTION := Ollamaの既定のポート番号は？
 
-.PHONY: setup models demo test bench clean train-checker
+.PHONY: setup models demo test bench clean train-checker train-reranker
 
 setup: $(VENV)/.installed models
 
@@ -44,6 +44,12 @@ test: setup
 # about an hour on a quiet 2-core machine. TRAIN_ARGS="--dry-run" prints counts and the projection only.
 train-checker: $(VENV)/.installed
 	OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(PY) -m pipeline.evaluation.train_checker $(TRAIN_ARGS)
+
+# The reranker `rag ask` uses (pipeline/models/reranker/): the same recipe, question -> passage pairs with
+# hard negatives from our own hybrid lists over the QA dev sets (their evaluation indexes are built first).
+train-reranker: $(VENV)/.installed
+	OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 $(PY) -m pipeline.evaluation.train_checker --task relevance \
+		--out pipeline/models/reranker --premise-chars 200 --max-length 160 --epochs 2 --max-minutes 48 $(TRAIN_ARGS)
 
 bench: setup
 	$(PY) benchmarks/ingest.py

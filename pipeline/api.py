@@ -48,10 +48,19 @@ def open_index(index: str | Path | None = None, settings: Settings | None = None
 
 
 def search(question: str, k: int = 5, retriever: str = "hybrid", index: str | Path | None = None,
-           settings: Settings | None = None) -> list["ScoredChunk"]:
+           settings: Settings | None = None, rerank: bool = False) -> list["ScoredChunk"]:
+    """The best `k` chunks; `rerank=True` re-orders the first `reranker_candidates` with the reranker."""
     from pipeline.index.search import search as _search
 
-    return _search(open_index(index, settings), question, k=k, retriever=retriever)
+    snapshot = open_index(index, settings)
+    if not rerank:
+        return _search(snapshot, question, k=k, retriever=retriever)
+    from pipeline.index.rerank import load_reranker, reranked
+
+    s = snapshot.settings
+    reranker = load_reranker(s)
+    pool = _search(snapshot, question, k=max(k, s.reranker_candidates), retriever=retriever)
+    return reranked(reranker, question, pool, k, s.reranker_candidates) if reranker else pool[:k]
 
 
 def answerer_for(settings: Settings, backend: str | None = None, index_snapshot=None) -> "Answerer":

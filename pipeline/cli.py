@@ -224,11 +224,15 @@ def search(
     k: int = typer.Option(5, "-k", help="返すチャンク数。"),
     index: Optional[Path] = IndexOpt,
     retriever: str = typer.Option("hybrid", "--retriever", help="bm25 | dense | hybrid"),
+    rerank: bool = typer.Option(
+        False, "--rerank", help="上位の候補を再順位付けモデルで並べ直す (rag ask と同じ。モデルの読み込みに数秒)。"
+    ),
     as_json: bool = JsonOpt,
 ):
     """質問に近いチャンクを path:行 とスコア付きで表示する。
 
     例: rag search "Ollamaの既定のポートは？" -k 3
+    例: rag search "Ollamaの既定のポートは？" -k 3 --rerank
     """
     from pipeline.index.search import check_query, search as run_search
     from pipeline.index.snapshot import open_index
@@ -237,7 +241,17 @@ def search(
     settings = _settings(index)
     if retriever not in ("bm25", "dense", "hybrid"):
         raise typer.BadParameter("bm25 | dense | hybrid のどれかを指定してください", param_hint="--retriever")
-    hits = run_search(open_index(settings), question, k=k, retriever=retriever)
+    if rerank:
+        from pipeline.index.rerank import load_reranker, reranked
+
+        reranker = load_reranker(settings)
+        if reranker is None:
+            raise typer.BadParameter("設定 reranker が空です。再順位付けモデルを指定してください", param_hint="--rerank")
+        n = settings.reranker_candidates
+        pool = run_search(open_index(settings), question, k=max(k, n), retriever=retriever)
+        hits = reranked(reranker, question, pool, k, n)
+    else:
+        hits = run_search(open_index(settings), question, k=k, retriever=retriever)
     if as_json:
         _echo_json([{"rank": i, **h.to_dict()} for i, h in enumerate(hits, 1)])
         return
@@ -484,12 +498,19 @@ def eval_retrieval(
     fusion: Optional[List[str]] = typer.Option(
         None, "--fusion", help="hybrid の融合方式を追加で比べる (anchored | rrf | zscore | minmax、繰り返し可)。"
     ),
+    rerank: bool = typer.Option(
+        False, "--rerank", help="hybrid+rerank (再順位付けモデルで上位候補を並べ直す) も測る。既定で --split heldout。"
+    ),
+    split: Optional[str] = typer.Option(
+        None, "--split", help="heldout | val | train: その記事の質問だけを使う (再順位付けモデルの学習の分け方)。"
+    ),
     as_json: bool = JsonOpt,
 ):
     """検索の評価: コーパスを本番と同じ読み込み・分割・索引で (キャッシュに) 索引し、
     Recall@1/5/10、MRR@10、nDCG@10、検索時間 p50/p95 を測る (文書は最良のチャンクの順位)。
 
     例: rag eval retrieval ../shared/evaldata/jsquad_v1.3_valid --retriever all --limit 300 --json
+    例: rag eval retrieval ../shared/evaldata/jaquad_dev --rerank --limit 200   (学習に使っていない記事の質問)
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -526,16 +547,21 @@ def eval_retrieval(
         def log(self, message: str) -> None:
             self.progress.console.log(message)
 
+    if split not in (None, "heldout", "val", "train"):
+        raise typer.BadParameter("heldout | val | train のどれかを指定してください", param_hint="--split")
     bar = _Bar()
     with bar.progress:
         report = evaluate_retrieval(
             data_dir, _settings(), retrievers=ALL_RETRIEVERS if retriever == "all" else (retriever,),
-            limit=limit, progress=bar, fusions=tuple(fusion or ()),
+            limit=limit, progress=bar, fusions=tuple(fusion or ()), rerank=rerank,
+            split=split or ("heldout" if rerank else None),
         )
     if as_json:
         _echo_json(report.to_dict())
         return
     cached = " (キャッシュを再利用)" if report.index_cached else ""
+    if report.split:
+        typer.echo(f"質問: 記事の分割 {report.split} のみ")
     typer.echo(
         f"{report.dataset}: {report.n_docs} 文書, {report.n_chunks} チャンク, {report.n_queries} 問, "
         f"索引作成 {report.indexing_s:.1f} 秒 (新たに埋め込み {report.vectors_computed} チャンク){cached}"

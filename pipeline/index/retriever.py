@@ -7,24 +7,22 @@ It runs `pipeline.index.search.search` (BM25, dense, or both fused) and returns 
 as a `TextNode` made by `chunk_to_node`, so a llama-index user can drop it into a
 `RetrieverQueryEngine`.
 
-Reranking seam: a `Reranker` re-orders the first `rerank_candidates` fused chunks. None
-ships (no cross-encoder runs offline here); one is plugged in by the setting `reranker`,
-an import path `"package.module:factory"` where `factory(settings) -> Reranker`, with
-`reranker_candidates` (default 20) chunks handed to it.
+Reranking (`pipeline.index.rerank`): with the setting `rerank` on (the default), the
+`reranker` (the shipped Japanese cross-encoder unless configured) re-orders the first
+`reranker_candidates` (default 20) fused chunks.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
-from pipeline.errors import ConfigError
-from pipeline.index.search import RETRIEVERS, search
 from pipeline.documents import ScoredChunk
+from pipeline.index.rerank import DEFAULT_RERANK_CANDIDATES, Reranker, load_reranker, reranked
+from pipeline.index.search import RETRIEVERS, search
 from pipeline.index.snapshot import IndexSnapshot
 from pipeline.nodes import chunk_to_node
 
@@ -37,39 +35,6 @@ __all__ = [
     "Reranker",
     "load_reranker",
 ]
-
-DEFAULT_RERANK_CANDIDATES = 20
-
-
-@runtime_checkable
-class Reranker(Protocol):
-    """Re-scores retrieved chunks for a query; returns them best first (may drop some)."""
-
-    def rerank(self, query: str, chunks: Sequence[ScoredChunk]) -> list[ScoredChunk]: ...
-
-
-def load_reranker(settings: "Settings") -> Reranker | None:
-    """The reranker named by the setting `reranker` ("module:factory"), or None when unset."""
-    spec = settings.reranker
-    if not spec:
-        return None
-    module, _, attr = str(spec).partition(":")
-    if not module or not attr:
-        raise ConfigError(
-            f"設定 reranker の形式が違います: {spec!r}\n"
-            "「パッケージ.モジュール:関数名」の形で、設定を受け取り Reranker を返す関数を指定してください。"
-        )
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(
-            f"設定 reranker の {spec!r} を読み込めません ({err})。\n"
-            "パッケージがインストールされているか、名前が正しいか確かめてください。"
-        ) from err
-    reranker = factory(settings)
-    if not isinstance(reranker, Reranker):
-        raise ConfigError(f"設定 reranker の {spec!r} が rerank(query, chunks) を持つ物を返しません。")
-    return reranker
 
 
 class HybridRetriever(BaseRetriever):
@@ -101,14 +66,14 @@ class HybridRetriever(BaseRetriever):
     def from_settings(
         cls, settings: "Settings", index: IndexSnapshot | None = None, **overrides
     ) -> "HybridRetriever":
-        """Retriever as configured: settings.retriever, top_k, fusion, reranker."""
+        """Retriever as configured: settings.retriever, top_k, fusion, reranker (when settings.rerank)."""
         from pipeline.index.snapshot import open_index
 
         kw = dict(
             top_k=settings.top_k,
             mode=settings.retriever,
             fusion=settings.fusion,
-            reranker=load_reranker(settings),
+            reranker=load_reranker(settings) if settings.rerank else None,
             rerank_candidates=settings.reranker_candidates,
         )
         kw.update(overrides)
@@ -122,7 +87,7 @@ class HybridRetriever(BaseRetriever):
         pool = search(
             self.index, query, k=max(k, self.rerank_candidates), retriever=self.mode, fusion=self.fusion
         )
-        return list(self.reranker.rerank(query, pool))[:k]
+        return reranked(self.reranker, query, pool, k, self.rerank_candidates)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [

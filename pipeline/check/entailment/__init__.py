@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from pipeline.check.entailment.artifact import (
     ARTIFACT_DIR,
+    CONFIG_FILE,
     REBUILD,
     ArtifactConfig,
     base_fingerprint,
@@ -28,6 +29,7 @@ from pipeline.check.entailment.artifact import (
     check_sha256,
     read_config,
     read_weights,
+    unavailable,
 )
 from pipeline.check.entailment.inputs import length_batches, pair_ids, padded, premise_window
 from pipeline.errors import ModelUnavailable
@@ -102,10 +104,14 @@ class EntailmentModel:
         return self.config.threshold
 
     @classmethod
-    def load(cls, settings: "Settings", folder: Path = ARTIFACT_DIR) -> "EntailmentModel":
-        """Load and check the artifact in `folder`; `ModelUnavailable` when it is missing or corrupt."""
+    def load(cls, settings: "Settings", folder: Path = ARTIFACT_DIR, task: str = "entailment") -> "EntailmentModel":
+        """Load and check the artifact in `folder` (trained for `task`); `ModelUnavailable` when it is
+        missing, corrupt or trained for another task."""
         # the artifact's own checks first: a missing or corrupt one should not cost a base-model load
-        config = read_config(folder)
+        config = read_config(folder, task)
+        if config.task != task:
+            raise unavailable(Path(folder) / CONFIG_FILE, f"{config.task!r} 用のモデルです ({task!r} ではありません)",
+                              task)
         check_sha256(folder, config)
         base = base_dir(settings)
         check_base(config, base_fingerprint(base), folder)
@@ -115,18 +121,19 @@ class EntailmentModel:
         network.load_state_dict(trained, strict=False)
         return cls(network, load_tokenizer(base), config)
 
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+    def encode(self, pairs: Sequence[tuple[str, str]], window: bool = True) -> list[list[int]]:
+        """Token ids; `window=False` takes premises as given (a caller that cut them already)."""
         c = self.config
-        premises = [premise_window(p, h, c.premise_chars) for p, h in pairs]
+        premises = [premise_window(p, h, c.premise_chars) if window else p for p, h in pairs]
         return pair_ids(self.tokenizer, premises, [h for _, h in pairs], c.max_length, c.max_hypothesis)
 
-    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+    def score(self, pairs: Sequence[tuple[str, str]], window: bool = True) -> list[float]:
         """P(entailed) for each (premise, hypothesis), in order; batched by length."""
         import torch
 
         if not pairs:
             return []
-        ids = self.encode(pairs)
+        ids = self.encode(pairs, window)
         out = [0.0] * len(ids)
         with torch.inference_mode():
             for batch in length_batches([len(x) for x in ids], BATCH_TOKENS, BATCH_ROWS):

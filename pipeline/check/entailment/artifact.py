@@ -28,6 +28,9 @@ WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model_card.md"
 FORMAT = 1
 REBUILD = "make train-checker"  # = python -m pipeline.evaluation.train_checker
+# The reranker's artifact: the same format, task "relevance" (`pipeline.answer.rerank`).
+RERANKER_DIR = ARTIFACT_DIR.parents[1] / "models" / "reranker"
+REBUILD_RERANKER = "make train-reranker"  # = python -m pipeline.evaluation.train_checker --task relevance …
 MARKER = "rag-build.json"  # written by pipeline.models.e5 into the base folder
 
 
@@ -67,11 +70,12 @@ class ArtifactConfig:
         return d
 
 
-def unavailable(path: Path, reason: str) -> ModelUnavailable:
-    return ModelUnavailable(
-        f"含意モデルを読み込めません: {path}\n理由: {reason}\n"
-        f"`{REBUILD}` (python -m pipeline.evaluation.train_checker) で作り直してください。"
-    )
+def unavailable(path: Path, reason: str, task: str = "entailment") -> ModelUnavailable:
+    if task == "relevance":
+        what, command = "再順位付けモデル", f"`{REBUILD_RERANKER}`"
+    else:
+        what, command = "含意モデル", f"`{REBUILD}` (python -m pipeline.evaluation.train_checker)"
+    return ModelUnavailable(f"{what}を読み込めません: {path}\n理由: {reason}\n{command} で作り直してください。")
 
 
 def base_fingerprint(base_dir: Path) -> BaseFingerprint:
@@ -89,10 +93,11 @@ def base_fingerprint(base_dir: Path) -> BaseFingerprint:
         ) from err
 
 
-def read_config(folder: Path = ARTIFACT_DIR) -> ArtifactConfig:
+def read_config(folder: Path = ARTIFACT_DIR, task: str = "entailment") -> ArtifactConfig:
+    """The artifact's config; errors name the rebuild command of `task` (what the caller wanted)."""
     path = Path(folder) / CONFIG_FILE
     if not path.exists():
-        raise unavailable(path, "ファイルがありません (まだ学習されていません)")
+        raise unavailable(path, "ファイルがありません (まだ学習されていません)", task)
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
         if d.get("format") != FORMAT:
@@ -112,17 +117,17 @@ def read_config(folder: Path = ARTIFACT_DIR) -> ArtifactConfig:
             metrics=d.get("metrics") or {},
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise unavailable(path, f"設定が読めません ({err})") from err
+        raise unavailable(path, f"設定が読めません ({err})", task) from err
 
 
 def check_sha256(folder: Path, config: ArtifactConfig) -> Path:
     """The weights file, when present with the sha256 its config names."""
     path = Path(folder) / config.weights
     if not path.exists():
-        raise unavailable(path, "ファイルがありません")
+        raise unavailable(path, "ファイルがありません", config.task)
     digest = file_sha256(path)
     if digest != config.sha256:
-        raise unavailable(path, f"sha256 が一致しません ({digest[:12]}…, 期待値 {config.sha256[:12]}…)")
+        raise unavailable(path, f"sha256 が一致しません ({digest[:12]}…, 期待値 {config.sha256[:12]}…)", config.task)
     return path
 
 
@@ -134,14 +139,15 @@ def read_weights(folder: Path, config: ArtifactConfig, expected: Mapping[str, tu
 
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types for a bad header
-        raise unavailable(path, f"safetensors として読めません ({err})") from err
+        raise unavailable(path, f"safetensors として読めません ({err})", config.task) from err
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise unavailable(path, f"テンソルが合いません (不足 {missing[:3]}, 余分 {extra[:3]})")
+        raise unavailable(path, f"テンソルが合いません (不足 {missing[:3]}, 余分 {extra[:3]})", config.task)
     for name, shape in expected.items():
         if tuple(tensors[name].shape) != tuple(shape):
-            raise unavailable(path, f"{name} の形が {tuple(tensors[name].shape)} (期待値 {tuple(shape)})")
+            raise unavailable(path, f"{name} の形が {tuple(tensors[name].shape)} (期待値 {tuple(shape)})",
+                              config.task)
     return {k: v.float() for k, v in tensors.items()}
 
 
@@ -150,6 +156,7 @@ def check_base(config: ArtifactConfig, base: BaseFingerprint, folder: Path) -> N
         raise unavailable(
             Path(folder) / CONFIG_FILE,
             f"別の基盤モデル向けに学習されています (学習時 {config.base}, 現在 {base})",
+            config.task,
         )
 
 

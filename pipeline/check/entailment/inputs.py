@@ -67,6 +67,11 @@ def with_title(title: str, premise: str) -> str:
     return f"{title}\n{premise}"
 
 
+def passage_text(title: str, text: str, query: str, max_chars: int) -> str:
+    """What the reranker reads of a chunk: its title line and the window best matching `query`."""
+    return with_title(title, premise_window(text, query, max_chars))
+
+
 def pair_ids(tokenizer, premises: Sequence[str], hypotheses: Sequence[str], max_length: int,
              max_hypothesis: int) -> list[list[int]]:
     """Token ids of each (premise, hypothesis) pair, at most `max_length` ids each.
