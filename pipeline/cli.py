@@ -354,6 +354,8 @@ def _render_answer(data: dict, explain: bool, console=None) -> None:
         for name, est in route["estimates"].items():
             say(f"{name}: 読むトークン {est['input_tokens']}, 推定 {est['seconds']} 秒, 費用 {est['cost']}", "  - ", "    ")
         say(f"実測 {data['seconds']} 秒, 読んだトークン {data['tokens_read']}", "  - ", "    ")
+        say(f"再順位付け: {data['reranker']}" if data.get("reranker") else "再順位付け: なし (融合の順位のまま)",
+            "  - ", "    ")
         if data.get("checker"):
             c = data["checker"]
             fallback = f" ← {c['fallback'].splitlines()[0]}" if c["fallback"] else ""

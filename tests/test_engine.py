@@ -27,7 +27,7 @@ ASK_JSON_KEYS = {
     "question", "answer", "raw_answer", "evidence", "mode", "fallback_from", "backend", "refused",
     "route", "sentences", "citation_recall", "citation_precision", "sources", "seconds",
     "tokens_read", "label", "answer_label_added", "checker", "replaced_answer",
-    "first_token_seconds", "short_answer",
+    "first_token_seconds", "short_answer", "reranker",
 }
 
 

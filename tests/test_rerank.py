@@ -60,8 +60,11 @@ def test_answers_rest_on_the_reranked_candidates(tmp_path, notes):
     retrieval = answerer._retrieve("Ollamaの既定のポートは？")
     assert len(reverse.seen) == 1 and len(reverse.seen[0]) == 3  # the fused top 3 went to the reranker
     assert [h.chunk.id for h in retrieval.hits] == [reverse.seen[0][-1]]  # its first is what the answer reads
-    plain = Answerer(settings, index, FakeBackend(lambda p: "わかりません。"))._retrieve("Ollamaの既定のポートは？")
-    assert [h.chunk.id for h in plain.hits] == [reverse.seen[0][0]]  # without it: the fused first
+    plain = Answerer(settings, index, FakeBackend(lambda p: "わかりません。"))
+    assert [h.chunk.id for h in plain._retrieve("Ollamaの既定のポートは？").hits] == [reverse.seen[0][0]]
+    # `rag ask --json` says what re-ordered the candidates, and that nothing did without a reranker
+    assert answerer.ask("Ollamaの既定のポートは？", mode="retrieve").to_dict()["reranker"] == settings.reranker
+    assert plain.ask("Ollamaの既定のポートは？", mode="retrieve").to_dict()["reranker"] is None
 
 
 def test_the_reranker_setting_and_switch(tmp_path, caplog):

@@ -100,6 +100,7 @@ class Answer:
     checker: dict | None = None  # what checked the citations (`CitationChecker.describe`): mode, threshold, fallback
     replaced_answer: str | None = None  # the model's answer the checker could not confirm (extractive fallback)
     short_answer: str | None = None  # a one-sentence answer without what it repeats of the question (`answer_phrase`)
+    reranker: str | None = None  # what re-ordered the retrieved candidates (the `reranker` setting), None: none
 
     def to_dict(self) -> dict:
         """The JSON shape of `rag ask --json`."""
@@ -134,6 +135,7 @@ class Answer:
             "checker": self.checker,
             "replaced_answer": self.replaced_answer,
             "short_answer": self.short_answer,
+            "reranker": self.reranker,
             "first_token_seconds": self.first_token_seconds,
         }
 
@@ -612,6 +614,7 @@ class Answerer:
             checker=self.checker.describe() if self.checker is not None else None,
             replaced_answer=draft.replaced,
             short_answer=None if refused else _short_answer(question, draft.text),
+            reranker=self.settings.reranker if self.reranker is not None else None,
         )
 
 
