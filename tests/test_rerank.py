@@ -174,3 +174,16 @@ def test_a_corrupted_reranker_names_the_file_and_the_rebuild_command(shipped, tm
     with pytest.raises(ModelUnavailable, match="relevance") as err:  # the checker's model is not a reranker
         cross_encoder(load_settings(), RERANKER_DIR.parents[1] / "check" / "entailment")
     assert REBUILD_RERANKER in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_checker_and_the_reranker_share_one_copy_of_the_base_model(shipped):
+    from pipeline.check.entailment import EntailmentModel
+    from pipeline.settings import load_settings
+
+    checker = EntailmentModel.load(load_settings())
+    assert checker.network.embeddings is shipped.model.network.embeddings
+    assert checker.network.layers[0] is shipped.model.network.layers[0]
+    assert checker.network.layers[-1] is not shipped.model.network.layers[-1]  # their own top layers
+    pair = [("会議は月曜日に開かれた。", "会議は月曜日に開かれた。")]
+    assert checker.score(pair)[0] > checker.threshold

@@ -36,7 +36,6 @@ from typing import Sequence
 
 from pipeline.check.entailment.artifact import (
     ARTIFACT_DIR,
-    CARD_FILE,
     ArtifactConfig,
     base_fingerprint,
     write_artifact,
@@ -220,7 +219,6 @@ def ranking(examples: Sequence[Example], scores: Sequence[float]) -> dict:
     n = max(1, len(mixed))
     return {"questions": len(mixed), "relevant_first_model": round(model / n, 4),
             "relevant_first_retriever": round(retriever / n, 4)}
-
 
 
 def _validation(model, val: Encoded, val_states: list, o: Options) -> tuple[float, list[float]]:

@@ -91,6 +91,23 @@ def load_tokenizer(base: Path):
     return Tokenizer.from_file(str(base / "tokenizer.json"))
 
 
+# The base model's embeddings and frozen layers, by base folder and fingerprint: the checker's model
+# and the reranker are both e5 with their own top layers, so one process keeps one copy of the
+# base part (the embedding matrix alone is ≈ 370 MB in float32). Inference only: never trained.
+_BASE_PARTS: dict[tuple, tuple] = {}
+
+
+def _share_base_part(network, key: tuple) -> None:
+    held = _BASE_PARTS.get(key)
+    if held is None:
+        _BASE_PARTS[key] = (network.embeddings, list(network.layers[: network.frozen]))
+        return
+    embeddings, lower = held
+    network.embeddings = embeddings
+    for i in range(min(network.frozen, len(lower))):
+        network.layers[i] = lower[i]
+
+
 class EntailmentModel:
     """The base e5 model with the trained layers and head swapped in; scores (premise, hypothesis)."""
 
@@ -119,6 +136,7 @@ class EntailmentModel:
         expected = {k: tuple(v.shape) for k, v in network.trained_state().items()}
         trained = read_weights(folder, config, expected)
         network.load_state_dict(trained, strict=False)
+        _share_base_part(network, (str(base), config.base))
         return cls(network, load_tokenizer(base), config)
 
     def encode(self, pairs: Sequence[tuple[str, str]], window: bool = True) -> list[list[int]]:
