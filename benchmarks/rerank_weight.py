@@ -1,14 +1,15 @@
 """Choose the reranker's rank prior (`pipeline.answer.rerank.RANK_WEIGHT`) on the validation articles.
 
-    python benchmarks/rerank_weight.py --split val --limit 200
-    python benchmarks/rerank_weight.py --split heldout --limit 200 --weights 1.0   # report only
+    python benchmarks/rerank_weight.py --split val --limit 150 --cache /tmp/rerank-probs
+    python benchmarks/rerank_weight.py --split heldout --limit 200 --weights 3.0   # report only
 
 For each set's questions of one split (`relevance_data.split_qids`), the hybrid list is
 computed once and the reranker scores its first `reranker_candidates` chunks once; then
 each weight w orders them by logit(P) − w·log(1 + rank) and the documents are scored
 (nDCG@10, the `rag eval retrieval` metric). w = 0 is the model alone; a large w is the
-hybrid order. Prints one row per set and weight, the reranker's seconds per question, and
-the load average.
+hybrid order; each weight also without keeping second-hop chunks after the hit that names
+them. Prints one row per set and weight, the reranker's seconds per question, and the load
+average.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -39,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--split", default="val", choices=("val", "heldout", "train"))
     ap.add_argument("--limit", type=int, default=200, help="questions per set (evenly spaced)")
-    ap.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0])
+    ap.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+    ap.add_argument("--cache", type=Path, default=None, help="keep the model's probabilities here (pickle) "
+                    "and reuse them: a second run with other weights scores nothing")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
 
@@ -52,28 +56,39 @@ def main(argv: list[str] | None = None) -> int:
         keep = split_qids(ds.queries, a.split)
         queries = spread([q for q in ds.queries if q.qid in keep], a.limit)
         index, doc_id = eval_index(settings, ds)
-        scored = []  # per question: (gold, hits, probs)
-        for q in queries:
-            hits = search(index, q.question, k=CHUNK_DEPTH)
-            t0 = time.perf_counter()
-            probs = reranker.scores(q.question, hits[:n])
-            cost.append(time.perf_counter() - t0)
-            scored.append((q.gold_doc_ids, hits, probs))
+        cache = a.cache / f"{name}-{a.split}-{len(queries)}-{n}.pkl" if a.cache else None
+        if cache and cache.exists():  # the model's probabilities of an earlier run: orders only
+            scored = pickle.loads(cache.read_bytes())
+        else:
+            scored = []  # per question: (gold, hits, probs)
+            for q in queries:
+                hits = search(index, q.question, k=CHUNK_DEPTH)
+                t0 = time.perf_counter()
+                probs = reranker.scores(q.question, hits[:n])
+                cost.append(time.perf_counter() - t0)
+                scored.append((q.gold_doc_ids, hits, probs))
+            if cache:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                cache.write_bytes(pickle.dumps(scored))
         base = mean_scores([score_query([doc_id(h.chunk.path) for h in hits], gold) for gold, hits, _ in scored])
         rows.append({"set": name, "weight": "hybrid", "questions": len(queries), "ndcg@10": round(base["ndcg@10"], 4)})
-        for w in a.weights:
-            reranker.rank_weight = w
-            per_q = []
-            for gold, hits, probs in scored:
-                head = reranker.order(hits[:n], probs)
-                per_q.append(score_query(dedupe(doc_id(h.chunk.path) for h in head + hits[n:]), gold))
-            m = mean_scores(per_q)
-            rows.append({"set": name, "weight": w, "questions": len(queries), "ndcg@10": round(m["ndcg@10"], 4)})
+        for follow in (True, False):
+            for w in a.weights:
+                reranker.rank_weight, reranker.follow_links = w, follow
+                per_q = []
+                for gold, hits, probs in scored:
+                    head = reranker.order(hits[:n], probs)
+                    per_q.append(score_query(dedupe(doc_id(h.chunk.path) for h in head + hits[n:]), gold))
+                m = mean_scores(per_q)
+                label = f"{w}" if follow else f"{w}, links not kept"
+                rows.append({"set": name, "weight": label, "questions": len(queries),
+                             "ndcg@10": round(m["ndcg@10"], 4)})
         print(f"# {name}: done ({len(queries)} questions)", file=sys.stderr, flush=True)
     load = os.getloadavg()[0]
     cost.sort()
-    summary = {"split": a.split, "candidates": n, "rerank_s_p50": round(cost[len(cost) // 2], 3),
-               "rerank_s_p95": round(cost[int(len(cost) * 0.95)], 3), "load_avg_1m": round(load, 2)}
+    summary = {"split": a.split, "candidates": n, "load_avg_1m": round(load, 2)}
+    if cost:  # (none when every probability came from --cache)
+        summary.update(rerank_s_p50=round(cost[len(cost) // 2], 3), rerank_s_p95=round(cost[int(len(cost) * 0.95)], 3))
     if a.json:
         print(json.dumps({"rows": rows, **summary}, ensure_ascii=False, indent=1))
         return 0

@@ -44,9 +44,10 @@ _lock = threading.Lock()
 class CrossEncoderReranker:
     """Re-scores (question, chunk) pairs with the relevance cross-encoder."""
 
-    def __init__(self, model: EntailmentModel, rank_weight: float = RANK_WEIGHT):
+    def __init__(self, model: EntailmentModel, rank_weight: float = RANK_WEIGHT, follow_links: bool = True):
         self.model = model
         self.rank_weight = rank_weight
+        self.follow_links = follow_links
 
     def scores(self, query: str, chunks: Sequence[ScoredChunk]) -> list[float]:
         """P(the chunk answers `query`), in the given order."""
@@ -60,11 +61,21 @@ class CrossEncoderReranker:
         return self.order(chunks, self.scores(query, chunks))
 
     def order(self, chunks: Sequence[ScoredChunk], probs: Sequence[float]) -> list[ScoredChunk]:
-        """`chunks` (in the retriever's order) by logit(P) − rank_weight · log(1 + rank); score = P."""
+        """`chunks` (in the retriever's order) by logit(P) − rank_weight · log(1 + rank); score = P.
+
+        A chunk the second hop brought (`linked_from`) ranks at least just below the hit that
+        names it: it answers what that hit leaves open, which the question's words do not show.
+        """
         keyed = []
         for rank, (sc, p) in enumerate(zip(chunks, probs)):
             p = min(max(p, _EPS), 1 - _EPS)
-            keyed.append((math.log(p / (1 - p)) - self.rank_weight * math.log1p(rank), rank, sc, p))
+            keyed.append([math.log(p / (1 - p)) - self.rank_weight * math.log1p(rank), rank, sc, p])
+        if self.follow_links:
+            key_of = {t[2].chunk.id: t[0] for t in keyed}
+            for t in keyed:
+                source = t[2].linked_from
+                if source in key_of:
+                    t[0] = max(t[0], key_of[source] - 1e-6)
         keyed.sort(key=lambda t: (-t[0], t[1]))
         return [ScoredChunk(sc.chunk, p, sc.linked_from) for _, _, sc, p in keyed]
 
