@@ -542,6 +542,8 @@ trained on (reported below and by `rag eval retrieval --rerank`), {val:.0%} choo
 {metrics_auroc}
 
 Relevant passage first among each held-out question's pairs: {ranking}.
+At run time the fused order is kept as a prior (`RANK_WEIGHT` in `pipeline/answer/rerank.py`, chosen on the
+validation articles); what that does to retrieval on the held-out articles: `benchmarks/results/rerank.md`.
 
 Cost: {cost:.4f} s per (passage, question) pair, in one call on {threads} CPU threads (at most
 {max_length} tokens per pair).
