@@ -225,7 +225,7 @@ def search(
     index: Optional[Path] = IndexOpt,
     retriever: str = typer.Option("hybrid", "--retriever", help="bm25 | dense | hybrid"),
     rerank: bool = typer.Option(
-        False, "--rerank", help="上位の候補を再順位付けモデルで並べ直す (rag ask と同じ。モデルの読み込みに数秒)。"
+        False, "--rerank", help="上位の候補を再順位付けモデルで並べ直す (モデルの読み込みに数秒、並べ直しに約 1 秒)。"
     ),
     as_json: bool = JsonOpt,
 ):

@@ -144,9 +144,10 @@ class Settings(BaseSettings):
         "shipped Japanese cross-encoder.",
     )
     rerank: bool = Field(
-        True,
-        description="Answers (rag ask, the llama-index retriever) re-order the fused candidates with `reranker`; "
-        "rag search does so only with --rerank.",
+        False,
+        description="Answers (rag ask, the llama-index retriever) re-order the fused candidates with `reranker` "
+        "(off by default: on held-out articles it did not beat the fused order, benchmarks/results/rerank.md); "
+        "rag search does so with --rerank.",
     )
     reranker_candidates: int = Field(20, ge=1, description="Fused chunks handed to the reranker.")
 

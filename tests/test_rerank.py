@@ -68,7 +68,7 @@ def test_answers_rest_on_the_reranked_candidates(tmp_path, notes):
 
 
 def test_the_reranker_setting_and_switch(tmp_path, caplog):
-    settings = hash_settings(tmp_path / "idx", reranker="tests.test_rerank:make_reverse")
+    settings = hash_settings(tmp_path / "idx", reranker="tests.test_rerank:make_reverse", rerank=True)
     assert type(answer_reranker(settings)).__name__ == "Reverse"
     assert answer_reranker(settings.model_copy(update={"rerank": False})) is None
     broken = settings.model_copy(update={"reranker": "tests.test_rerank:make_unavailable"})
@@ -80,7 +80,8 @@ def test_the_reranker_setting_and_switch(tmp_path, caplog):
 def test_the_default_reranker_is_the_shipped_cross_encoder():
     from pipeline.settings import Settings
 
-    assert Settings().reranker == "pipeline.answer.rerank:cross_encoder" and Settings().rerank is True
+    # off for answers until it beats the fused order on held-out articles (benchmarks/results/rerank.md)
+    assert Settings().reranker == "pipeline.answer.rerank:cross_encoder" and Settings().rerank is False
 
 
 def test_evaluation_splits_keep_an_article_on_one_side():
@@ -133,10 +134,12 @@ PASSAGES = [
     ("Ollamaは既定でどのポートを使いますか？", 3),
 ])
 def test_the_shipped_reranker_puts_the_answering_passage_first(shipped, question, best):
-    # the answering passage is handed over last: the model, not the given order, has to lift it
     pool = [_chunk(i, text, title) for i, (title, text) in enumerate(PASSAGES)]
-    pool = [c for i, c in enumerate(pool) if i != best] + [pool[best]]
-    out = shipped.rerank(question, pool)
+    probs = shipped.scores(question, pool)
+    assert max(range(len(pool)), key=probs.__getitem__) == best  # the model alone prefers it
+    # handed over second, after a passage that does not answer: the reranker lifts it over the fused order
+    others = [c for i, c in enumerate(pool) if i != best]
+    out = shipped.rerank(question, [others[0], pool[best], *others[1:]])
     assert out[0].chunk.id == f"c{best}"
     assert 0.0 <= min(c.score for c in out) and max(c.score for c in out) <= 1.0
 

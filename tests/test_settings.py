@@ -156,12 +156,13 @@ def test_ollama_knobs_in_rag_toml_reach_the_ollama_backend(tmp_path):
 def test_fusion_and_reranker_candidates_reach_the_retriever(tmp_path):
     from pipeline.index.retriever import HybridRetriever
 
-    (tmp_path / "rag.toml").write_text('fusion = "rrf"\nreranker_candidates = 7\nrerank = false\n', "utf-8")
+    (tmp_path / "rag.toml").write_text('fusion = "rrf"\nreranker_candidates = 7\n', "utf-8")
     retriever = HybridRetriever.from_settings(load_settings(), index=object())
     assert (retriever.fusion, retriever.rerank_candidates, retriever.reranker) == ("rrf", 7, None)
-    (tmp_path / "rag.toml").write_text('reranker = "tests.test_retrieval:make_reverse_reranker"\n', "utf-8")
+    (tmp_path / "rag.toml").write_text('reranker = "tests.test_retrieval:make_reverse_reranker"\nrerank = true\n',
+                                       "utf-8")
     retriever = HybridRetriever.from_settings(load_settings(), index=object())
-    assert type(retriever.reranker).__name__ == "ReverseReranker"  # rerank is on by default
+    assert type(retriever.reranker).__name__ == "ReverseReranker"
 
 
 # ------------------------------------------------------------ where values come from

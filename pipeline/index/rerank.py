@@ -2,8 +2,8 @@
 
 The setting `reranker` names its factory by import path, `"package.module:factory"` with
 `factory(settings) -> Reranker`; the default is the shipped Japanese cross-encoder
-(`pipeline.answer.rerank:cross_encoder`). `rerank` (setting) decides whether answers use it;
-`rag search` does only on request (`--rerank`), so a plain search never loads a model.
+(`pipeline.answer.rerank:cross_encoder`). `rerank` (setting, off by default) decides whether
+answers use it; `rag search` does only on request (`--rerank`), so a plain search never loads a model.
 """
 
 from __future__ import annotations

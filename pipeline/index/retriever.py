@@ -7,7 +7,7 @@ It runs `pipeline.index.search.search` (BM25, dense, or both fused) and returns 
 as a `TextNode` made by `chunk_to_node`, so a llama-index user can drop it into a
 `RetrieverQueryEngine`.
 
-Reranking (`pipeline.index.rerank`): with the setting `rerank` on (the default), the
+Reranking (`pipeline.index.rerank`): with the setting `rerank` on (off by default), the
 `reranker` (the shipped Japanese cross-encoder unless configured) re-orders the first
 `reranker_candidates` (default 20) fused chunks.
 """
