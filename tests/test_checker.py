@@ -550,7 +550,8 @@ def no_artifact(tmp_path, monkeypatch):
     import pipeline.check.entailment as entailment
     from pipeline.check.entailment import artifact
 
-    monkeypatch.setattr(entailment, "read_config", lambda folder: artifact.read_config(tmp_path))
+    monkeypatch.setattr(entailment, "read_config",
+                        lambda folder, task="entailment": artifact.read_config(tmp_path, task))
     return tmp_path
 
 
