@@ -35,7 +35,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from pipeline.check.entailment.inputs import premise_window, with_title
 from pipeline.evaluation.claims import _same_type, _swap_number, build_role_pairs, question_to_claim
@@ -45,6 +45,7 @@ __all__ = [
     "Example",
     "Splits",
     "build_splits",
+    "card_roots",
     "jemhop_claims",
     "jnli_valid",
     "nli_examples",
@@ -211,11 +212,9 @@ def qa_claims(folder: Path, source: str, cfg: DataConfig) -> list[Example]:
     return out
 
 
-def jemhop_claims(folder: Path, cfg: DataConfig) -> list[Example]:
-    """Claims from JEMHopQA's two-hop (compositional) questions over its fact cards."""
-    corpus = {d["doc_id"]: d for d in _jsonl(Path(folder) / "corpus.jsonl")}
-    queries = [q for q in _jsonl(Path(folder) / "queries.jsonl") if q["meta"].get("type") == "compositional"]
-    rng = random.Random(f"{cfg.seed}:jemhopqa")
+def card_roots(cards: Iterable[Sequence[str]]) -> Callable[[str], str]:
+    """`root(doc)` names the group of every document some question names together with `doc`
+    (the union of each question's gold documents, in the order given)."""
     parent: dict[str, str] = {}
 
     def root(x: str) -> str:
@@ -224,9 +223,19 @@ def jemhop_claims(folder: Path, cfg: DataConfig) -> list[Example]:
             x = parent[x]
         return x
 
-    for q in queries:  # questions sharing a card are one group: no card on both sides of a split
-        for d in q["gold_doc_ids"][1:]:
-            parent[root(d)] = root(q["gold_doc_ids"][0])
+    for ids in cards:
+        for d in ids[1:]:
+            parent[root(d)] = root(ids[0])
+    return root
+
+
+def jemhop_claims(folder: Path, cfg: DataConfig) -> list[Example]:
+    """Claims from JEMHopQA's two-hop (compositional) questions over its fact cards."""
+    corpus = {d["doc_id"]: d for d in _jsonl(Path(folder) / "corpus.jsonl")}
+    queries = [q for q in _jsonl(Path(folder) / "queries.jsonl") if q["meta"].get("type") == "compositional"]
+    rng = random.Random(f"{cfg.seed}:jemhopqa")
+    # questions sharing a card are one group: no card on both sides of a split
+    root = card_roots(q["gold_doc_ids"] for q in queries)
     answers = [(root(q["gold_doc_ids"][0]), q["answers"][0]) for q in queries]
     out: list[Example] = []
     for q in queries:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from pipeline.check.entailment.inputs import passage_text
-from pipeline.evaluation.entailment_data import DataConfig, Example, split_of
+from pipeline.evaluation.entailment_data import DataConfig, Example, card_roots, split_of
 
 if TYPE_CHECKING:
     from pipeline.evaluation.datasets import Query, RetrievalDataset
@@ -37,24 +37,14 @@ def query_groups(queries: Sequence["Query"]) -> dict[str, str]:
 
     Paragraph sets name the article in meta; article sets' gold document is the article.
     """
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
     out: dict[str, str] = {}
     for q in queries:
         if "article_id" in q.meta:
             out[q.qid] = q.meta["article_id"]
         elif "paragraph_doc_id" in q.meta:
             out[q.qid] = q.gold_doc_ids[0]
-    for q in queries:  # the rest (JEMHopQA): questions sharing a gold card are one group
-        if q.qid not in out:
-            for d in q.gold_doc_ids[1:]:
-                parent[root(d)] = root(q.gold_doc_ids[0])
+    # the rest (JEMHopQA): questions sharing a gold card are one group
+    root = card_roots(q.gold_doc_ids for q in queries if q.qid not in out)
     for q in queries:
         if q.qid not in out:
             out[q.qid] = f"jemhopqa:{root(q.gold_doc_ids[0])}"
