@@ -12,7 +12,7 @@ was trained on: each chunk's title line and the window that best matches the que
 The retriever's order is kept as a prior: a chunk's final score is logit(P) minus
 `RANK_WEIGHT` · log(1 + its rank in the fused list), so the model moves a passage up
 only when it is clearly better. The weight was chosen on the validation articles
-(`rag eval retrieval --rerank --split val`), never on the reported held-out ones.
+(`benchmarks/rerank_weight.py --split val`), never on the reported held-out ones.
 
 Loading costs a torch import and the base model (≈ 2 s); a process loads it once.
 """

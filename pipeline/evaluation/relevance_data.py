@@ -83,8 +83,9 @@ def _examples_of(ds: "RetrievalDataset", index, doc_id: Callable[[str], str], se
         picked = neg[:1] + (rng.sample(neg[1:], min(negatives - 1, len(neg) - 1)) if len(neg) > 1 else [])
         for label, items in ((1, pos), (0, picked)):
             for rank, chunk in items:
-                out.append(Example(passage_text(chunk.title, chunk.text, q.question, max_chars), q.question, label, source,
-                                   "gold" if label else "hard", groups[q.qid], f"{q.qid}:{rank}"))
+                passage = passage_text(chunk.title, chunk.text, q.question, max_chars)
+                out.append(Example(passage, q.question, label, source, "gold" if label else "hard", groups[q.qid],
+                                   f"{q.qid}:{rank}"))
     return out
 
 
