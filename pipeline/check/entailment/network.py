@@ -172,7 +172,7 @@ def build(base_tensors: dict[str, torch.Tensor], s: Shape, frozen: int) -> Cross
         if tuple(src.shape) != tuple(state[key].shape):
             raise ValueError(f"{base_name(key)}: shape {tuple(src.shape)}, expected {tuple(state[key].shape)}")
         state[key] = src
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=True)  # the base tensors become the parameters: no second copy
     return model
 
 
