@@ -55,12 +55,12 @@ def search(question: str, k: int = 5, retriever: str = "hybrid", index: str | Pa
     snapshot = open_index(index, settings)
     if not rerank:
         return _search(snapshot, question, k=k, retriever=retriever)
-    from pipeline.index.rerank import load_reranker, reranked
+    from pipeline.index.rerank import load_reranker, search_reranked
 
-    s = snapshot.settings
-    reranker = load_reranker(s)
-    pool = _search(snapshot, question, k=max(k, s.reranker_candidates), retriever=retriever)
-    return reranked(reranker, question, pool, k, s.reranker_candidates) if reranker else pool[:k]
+    reranker = load_reranker(snapshot.settings)
+    if reranker is None:
+        return _search(snapshot, question, k=k, retriever=retriever)
+    return search_reranked(snapshot, question, k, reranker, snapshot.settings.reranker_candidates, retriever)
 
 
 def answerer_for(settings: Settings, backend: str | None = None, index_snapshot=None) -> "Answerer":

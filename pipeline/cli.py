@@ -242,14 +242,12 @@ def search(
     if retriever not in ("bm25", "dense", "hybrid"):
         raise typer.BadParameter("bm25 | dense | hybrid のどれかを指定してください", param_hint="--retriever")
     if rerank:
-        from pipeline.index.rerank import load_reranker, reranked
+        from pipeline.index.rerank import load_reranker, search_reranked
 
         reranker = load_reranker(settings)
         if reranker is None:
             raise typer.BadParameter("設定 reranker が空です。再順位付けモデルを指定してください", param_hint="--rerank")
-        n = settings.reranker_candidates
-        pool = run_search(open_index(settings), question, k=max(k, n), retriever=retriever)
-        hits = reranked(reranker, question, pool, k, n)
+        hits = search_reranked(open_index(settings), question, k, reranker, settings.reranker_candidates, retriever)
     else:
         hits = run_search(open_index(settings), question, k=k, retriever=retriever)
     if as_json:

@@ -53,7 +53,7 @@ class CrossEncoderReranker:
         """P(the chunk answers `query`), in the given order."""
         chars = self.model.config.premise_chars
         passages = [passage_text(sc.chunk.title, sc.chunk.text, query, chars) for sc in chunks]
-        return self.model.score([(p, query) for p in passages], window=False)
+        return self.model.score([(p, query) for p in passages])
 
     def rerank(self, query: str, chunks: Sequence[ScoredChunk]) -> list[ScoredChunk]:
         if len(chunks) < 2:

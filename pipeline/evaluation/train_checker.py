@@ -437,10 +437,9 @@ def measure_cost(settings, folder: Path, examples: Sequence[Example], task: str,
     pairs = [(e.premise, e.hypothesis) for e in examples[:n]]
     if not pairs:
         return float("nan")
-    window = model.config.task != "relevance"  # relevance passages are cut by relevance_data already
-    model.score(pairs[:8], window)  # warm-up
+    model.score(pairs[:8])  # warm-up
     t0 = time.perf_counter()
-    model.score(pairs, window)
+    model.score(pairs)
     return (time.perf_counter() - t0) / len(pairs)
 
 

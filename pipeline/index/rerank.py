@@ -15,9 +15,10 @@ from pipeline.documents import ScoredChunk
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pipeline.index.snapshot import IndexSnapshot
     from pipeline.settings import Settings
 
-__all__ = ["DEFAULT_RERANK_CANDIDATES", "Reranker", "load_reranker", "reranked"]
+__all__ = ["DEFAULT_RERANK_CANDIDATES", "Reranker", "load_reranker", "reranked", "search_reranked"]
 
 DEFAULT_RERANK_CANDIDATES = 20
 
@@ -58,3 +59,13 @@ def reranked(reranker: Reranker, query: str, pool: Sequence[ScoredChunk], k: int
     """The best `k` of `pool` after reranking its first `candidates` (the rest keep their order after them)."""
     head = list(reranker.rerank(query, list(pool[:candidates])))
     return (head + list(pool[candidates:]))[:k]
+
+
+def search_reranked(index: "IndexSnapshot", query: str, k: int, reranker: Reranker,
+                    candidates: int = DEFAULT_RERANK_CANDIDATES, retriever: str = "hybrid",
+                    fusion: str | None = None) -> list[ScoredChunk]:
+    """`search` for `k` chunks, its first `candidates` re-ordered by `reranker` (fetched however deep `k` asks)."""
+    from pipeline.index.search import search
+
+    pool = search(index, query, k=max(k, candidates), retriever=retriever, fusion=fusion)
+    return reranked(reranker, query, pool, k, candidates)

@@ -21,7 +21,7 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from pipeline.documents import ScoredChunk
-from pipeline.index.rerank import DEFAULT_RERANK_CANDIDATES, Reranker, load_reranker, reranked
+from pipeline.index.rerank import DEFAULT_RERANK_CANDIDATES, Reranker, load_reranker, search_reranked
 from pipeline.index.search import RETRIEVERS, search
 from pipeline.index.snapshot import IndexSnapshot
 from pipeline.nodes import chunk_to_node
@@ -84,10 +84,7 @@ class HybridRetriever(BaseRetriever):
         k = k or self.top_k
         if self.reranker is None:
             return search(self.index, query, k=k, retriever=self.mode, fusion=self.fusion)
-        pool = search(
-            self.index, query, k=max(k, self.rerank_candidates), retriever=self.mode, fusion=self.fusion
-        )
-        return reranked(self.reranker, query, pool, k, self.rerank_candidates)
+        return search_reranked(self.index, query, k, self.reranker, self.rerank_candidates, self.mode, self.fusion)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [

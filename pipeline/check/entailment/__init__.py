@@ -139,19 +139,21 @@ class EntailmentModel:
         _share_base_part(network, (str(base), config.base))
         return cls(network, load_tokenizer(base), config)
 
-    def encode(self, pairs: Sequence[tuple[str, str]], window: bool = True) -> list[list[int]]:
-        """Token ids; `window=False` takes premises as given (a caller that cut them already)."""
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+        """Token ids. An entailment premise is cut to its window here; a relevance model's passage
+        comes cut by its caller (`inputs.passage_text`: the title line kept), as in training."""
         c = self.config
+        window = c.task == "entailment"
         premises = [premise_window(p, h, c.premise_chars) if window else p for p, h in pairs]
         return pair_ids(self.tokenizer, premises, [h for _, h in pairs], c.max_length, c.max_hypothesis)
 
-    def score(self, pairs: Sequence[tuple[str, str]], window: bool = True) -> list[float]:
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(entailed) for each (premise, hypothesis), in order; batched by length."""
         import torch
 
         if not pairs:
             return []
-        ids = self.encode(pairs, window)
+        ids = self.encode(pairs)
         out = [0.0] * len(ids)
         with torch.inference_mode():
             for batch in length_batches([len(x) for x in ids], BATCH_TOKENS, BATCH_ROWS):
