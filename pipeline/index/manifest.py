@@ -432,6 +432,7 @@ def write_chunk_file(
 ) -> dict:
     """Write a document's chunk file; returns its stamp for the manifest."""
     obj = {"document": asdict(document), "chunks": [chunk_to_record(c) for c in chunks], "tokens": tokens}
-    data = json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8")
+    # Compact: with `indent` json falls back to its pure-Python encoder (0.6 s of a 101-article ingest).
+    data = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     write_atomic(index_dir / rel, data)
     return stamp_of(index_dir / rel, data)

@@ -75,7 +75,9 @@ class JapaneseChunker(NodeParser):
         description="text -> char offsets where morphemes start.",
         exclude=True,
     )
-    _cache: dict = PrivateAttr(default_factory=dict)
+    # Token counts of the document being chunked: a chunk's span is counted when it is
+    # packed and again for its `token_count` (each count is a tokenizer call).
+    _counts: dict[str, int] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def class_name(cls) -> str:
@@ -83,13 +85,19 @@ class JapaneseChunker(NodeParser):
 
     # -- pure core -------------------------------------------------------------
 
+    def _count(self, text: str) -> int:
+        n = self._counts.get(text)
+        if n is None:
+            n = self._counts[text] = self.token_counter(text)
+        return n
+
     def split_spans(self, text: str, start: int = 0, budget: int | None = None) -> Spans:
         """Chunk spans (start, end) over `text[start:]`, in order."""
         budget = self.chunk_tokens if budget is None else budget
         sentences = [(s + start, e + start) for s, e in self.sentence_splitter(text[start:])]
         units: list[tuple[int, int, int]] = []  # (start, end, tokens)
         for s, e in sentences:
-            n = self.token_counter(text[s:e])
+            n = self._count(text[s:e])
             if n <= budget:
                 units.append((s, e, n))
             else:
@@ -103,7 +111,7 @@ class JapaneseChunker(NodeParser):
                 used += units[j][2]
                 j += 1
             # The sum of parts can undercount the joined slice; shrink until it fits.
-            while j - i > 1 and self.token_counter(text[units[i][0] : units[j - 1][1]]) > budget:
+            while j - i > 1 and self._count(text[units[i][0] : units[j - 1][1]]) > budget:
                 j -= 1
             chunks.append((units[i][0], units[j - 1][1]))
             if j >= len(units):
@@ -131,7 +139,7 @@ class JapaneseChunker(NodeParser):
         lo = 0
         while lo < n:
             first = bisect.bisect_right(cuts, lo)  # index of the first cut after lo
-            fits = lambda i: self.token_counter(sentence[lo : cuts[i]]) <= budget
+            fits = lambda i: self._count(sentence[lo : cuts[i]]) <= budget
             # Gallop: double the step until a cut no longer fits (or the end is reached).
             good, step = None, 1
             probe = first
@@ -151,12 +159,19 @@ class JapaneseChunker(NodeParser):
                     else:
                         right = mid - 1
             hi = cuts[best]
-            pieces.append((start + lo, start + hi, self.token_counter(sentence[lo:hi])))
+            pieces.append((start + lo, start + hi, self._count(sentence[lo:hi])))
             lo = hi
         return pieces
 
     def chunk_document(self, doc: Document) -> list[Chunk]:
         """Chunks of one document, header tokens counted in the budget."""
+        self._counts.clear()
+        try:
+            return self._chunk_document(doc)
+        finally:
+            self._counts.clear()
+
+    def _chunk_document(self, doc: Document) -> list[Chunk]:
         chunks: list[Chunk] = []
         header_tokens = self._header_tokens(doc)
         budget = self.chunk_tokens - header_tokens
@@ -178,7 +193,7 @@ class JapaneseChunker(NodeParser):
                     line_end=doc.line_of(e - 1) if e > s else doc.line_of(s),
                     title=doc.title,
                     heading_path=heading,
-                    token_count=self.token_counter(doc.text[s:e]),
+                    token_count=self._count(doc.text[s:e]),
                     doc_hash=doc.content_hash,
                 )
             )
