@@ -82,8 +82,11 @@ OTHER_SOURCE_JUDGE_SHARE = 0.8
 # merely lacks (男女 → 二人) on 3.4 % / 0.4 % and a name it lacks (the article's own name,
 # in its title) on 0.6 % / 9.2 %: those are left to the model. A case-role conflict fires
 # on 1.7 % / 2.4 %, but the model reads word order at chance (held-out role pairs AUROC
-# 0.51 without this rule, 1.00 with it), so it stays hard: on 1,500 held-out claims it
-# costs 6.7 % → 10.0 % of correct claims flagged (benchmarks/results/citations.md).
+# 0.51 without this rule, 1.00 with it), so it stays hard. Read more narrowly since (a noun +
+# する is its own predicate, bare する and compound particles are none, a topic beside が and a
+# passive's subject may be any role), the hard conflicts flag 12 of 1,670 correct held-out
+# claims (was 34 for roles alone) and still catch every swapped pair
+# (benchmarks/results/citations.md).
 HARD_CONFLICTS = ("number_contradiction", "negation_mismatch", "role_conflict")
 # With a hard conflict the score is P(entailed) × threshold × this: always under the
 # threshold, and still ordered by P (for AUROC and for choosing among sources).

@@ -101,6 +101,12 @@ class Premise:
         return Premise(spans, texts, sentences, whole)
 
 
+# A bare する (「Yとする」, 「しなかった」) stands for whatever predicate the context gives it:
+# its roles and its negation compared across texts say nothing (9 of 15 correct held-out claims
+# with a hard conflict were flagged through it). する after its noun is that noun's (保存為る).
+_ANY_PREDICATE = frozenset({"為る"})
+
+
 def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
     """The cheap signals for one (premise, claim) pair, as named floats."""
     tot = cov = 0.0
@@ -124,7 +130,7 @@ def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
         prem_by_key.setdefault((arg, pred), set()).add(case)
     for arg, case, pred in claim.triples:
         cases = prem_by_key.get((arg, pred))
-        if not cases:
+        if not cases or pred in _ANY_PREDICATE:
             continue
         if roles_agree(case, cases):
             match += 1
@@ -133,7 +139,7 @@ def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
     neg = mod = 0
     for pred, pol in claim.polarity.items():
         prem = premise.polarity.get(pred)
-        if not prem:
+        if not prem or pred in _ANY_PREDICATE:
             continue
         for negated, hedged in pol:
             if not any(pn == negated for pn, _ in prem):

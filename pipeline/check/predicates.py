@@ -3,7 +3,8 @@
 `read_predicates` turns a morpheme sequence into
 
 * (argument, case, predicate) triples with が/を/に/で/と/へ/から/より, は read as a
-  subject; the passive れる/られる turned active (花子が太郎に叩かれた = 太郎が花子を叩いた);
+  subject (a topic beside a が subject as any role); the passive れる/られる turned active
+  (花子が太郎に叩かれた = 太郎が花子を叩いた); a noun + する is its own predicate (保存する);
 * each predicate's polarity: negated (ない/ず/ぬ/ません, parity kept, so 行かなければ
   ならない is positive) and hedged (だろう, かもしれない, らしい, はず, そうだ, ようだ, 可能性);
 * the noun phrases as written, and the focus of copula predicates (「XはYである」's Y).
@@ -14,7 +15,7 @@ predicate say the same thing: 「太郎が花子を」 does not support 「花�
     >>> from pipeline.japanese import default_analyzer
     >>> p = read_predicates(default_analyzer().morphemes("花子が太郎に叩かれなかった。"))
     >>> sorted(p.triples), p.polarity
-    ([('太郎', 'に*', '叩く'), ('花子', 'を', '叩く')], {'叩く': {(True, False)}})
+    ([('太郎', 'に*', '叩く'), ('花子', 'を*', '叩く')], {'叩く': {(True, False)}})
 """
 
 from __future__ import annotations
@@ -34,11 +35,18 @@ _NEG_AUX = {"ない", "ず", "ぬ", "ん"}
 _PRED_TAIL_OK = {"居る", "仕舞う", "有る", "無い", "知れる", "思う", "下さる", "置く", "見る", "来る", "行く", "成る", "為る"}
 
 _SUBJECT = {"が", "は"}
-# Case pairs that contradict each other on the same argument and predicate.
+# Case pairs that contradict each other on the same argument and predicate. "を*" is the
+# subject of a passive (the active's object, or its recipient: 判決を言い渡された), "に*"
+# a passive's に (the active's subject, or a place), "は*" a topic beside a が subject
+# (学説はアリストテレスが唱えた: any role, so it conflicts with none).
 _ROLE_CONFLICTS = {
     ("が", "を"), ("を", "が"), ("は", "を"), ("を", "は"), ("が", "に"), ("に", "が"),
     ("を", "に"), ("に", "を"), ("を", "に*"), ("に*", "を"),
+    ("を*", "が"), ("が", "を*"), ("を*", "は"), ("は", "を*"), ("を*", "に*"), ("に*", "を*"),
 }
+# Verbs that end a compound case particle after に/を/と (により, について, に対して, に関する,
+# において, を通じて, として): not predicates of the arguments before them.
+_PARTICLE_VERBS = {"因る", "就く", "対する", "関する", "於く", "通じる", "通ずる", "依る", "基づく"}
 
 
 @dataclass(frozen=True)
@@ -93,19 +101,54 @@ def read_predicates(ms: Sequence["Morpheme"]) -> Predicates:
             np_parts = []
             i += 1
             continue
+        if _ends_compound_particle(ms, i):
+            if pending:
+                pending.pop()  # 〜により / 〜について: that argument is not a case of the predicate
+            np_parts = []
+            i += 1
+            continue
+        # 保存する, 発見される, 自動化する: the noun before する is the predicate (bare する is any).
+        light_noun = _light_verb_noun(ms, i, np_parts) if m.lemma == "為る" else ""
         np_parts = []
         is_pred = m.pos1 in ("動詞", "形容詞", "形状詞") and m.pos2 != "非自立可能" and m.pos2 != "助動詞語幹"
         if m.lemma == "知れる" and i > 0 and ms[i - 1].surface == "も":
             is_pred = False  # かもしれない: modality of the predicate before
+        if _adverbial(ms, i):
+            is_pred = False  # 影響を強く受けた: the arguments are the verb's
         if m.pos1 == "動詞" and m.pos2 == "非自立可能" and not _after_te(ms, i):
             is_pred = m.lemma not in ("為る",) or bool(pending)
         if is_pred:
-            _close_predicate(ms, i, m.lemma.lower(), pending, out)
+            _close_predicate(ms, i, light_noun + m.lemma.lower(), pending, out)
             pending = []
         elif m.pos1 == "補助記号" and m.pos2 in ("句点", "読点") and m.surface != "、":
             pending = []
         i += 1
     return out
+
+
+def _light_verb_noun(ms: Sequence["Morpheme"], i: int, np_parts: list[str]) -> str:
+    if not np_parts or ms[i - 1].pos1 not in ("名詞", "接尾辞"):
+        return ""
+    if ms[i - 1].pos1 == "接尾辞":  # 自動化する: the stem and its suffix
+        return "".join(np_parts[-2:])
+    return np_parts[-1]
+
+
+def _adverbial(ms: Sequence["Morpheme"], i: int) -> bool:
+    """An adjective in its く form right before a content verb (強く受ける) modifies that verb."""
+    m = ms[i]
+    if m.pos1 != "形容詞" or m.lemma == "無い" or not m.surface.endswith("く") or i + 1 >= len(ms):
+        return False
+    return ms[i + 1].pos1 == "動詞" and ms[i + 1].pos2 != "非自立可能"
+
+
+def _ends_compound_particle(ms: Sequence["Morpheme"], i: int) -> bool:
+    m = ms[i]
+    if m.pos1 != "動詞" or i == 0 or ms[i - 1].pos1 != "助詞" or ms[i - 1].surface not in ("に", "を", "と"):
+        return False
+    if m.lemma == "為る":  # として
+        return ms[i - 1].surface == "と" and i + 1 < len(ms) and ms[i + 1].surface == "て"
+    return m.lemma in _PARTICLE_VERBS
 
 
 def _next_is_copula(ms: Sequence["Morpheme"], i: int) -> bool:
@@ -160,10 +203,17 @@ def _close_predicate(ms: Sequence["Morpheme"], i: int, pred: str, pending: list[
         if t.pos1 == "接尾辞":
             continue
         break
+    has_subject = any(case == "が" for _, case in pending)
+    adjective = ms[i].pos1 == "形容詞"
     for arg, case in pending:
+        if case == "は" and has_subject:
+            case = "は*"  # 学説はアリストテレスが唱えた: the topic is not the subject
+        if adjective and case == "に":
+            case = "に*"  # 資料に乏しい = 資料が乏しい
         if passive:
-            # 花子が太郎に叩かれた = 太郎が花子を叩いた; passive に may also be a place.
-            case = {"が": "を", "は": "を", "に": "に*"}.get(case, case)
+            # 花子が太郎に叩かれた = 太郎が花子を叩いた (判決を言い渡された: the recipient, に);
+            # passive に may also be a place.
+            case = {"が": "を*", "は": "を*", "に": "に*"}.get(case, case)
         out.triples.add((arg, case, pred))
     out.polarity.setdefault(pred, set()).add((negs % 2 == 1, hedged))
 
@@ -176,7 +226,9 @@ def roles_agree(case: str, cases: set[str]) -> bool:
         return True
     if case == "に*":
         return bool(cases & {"が", "は", "に"})
-    return case in ("が", "は", "に") and "に*" in cases
+    if case == "を*":
+        return bool(cases & {"を", "に"})
+    return (case in ("が", "は", "に") and "に*" in cases) or (case in ("を", "に") and "を*" in cases)
 
 
 def roles_conflict(case: str, cases: set[str]) -> bool:
