@@ -196,3 +196,37 @@ def test_chunks_of_many_files_are_embedded_together_and_reported(tmp_path):
     assert len(embedder.calls) < 12  # not one call per file
     assert chroma_count(settings) == summary.chunks  # every queued vector reached Chroma
     assert [r.chunk.path for r in search(open_index(settings), "富士山の話7", k=1)] == [str(notes / "n07.md")]
+
+
+def test_near_full_and_short_chunks_are_embedded_in_separate_calls(tmp_path, monkeypatch):
+    """Short chunks (the ends of sections) wait in their own queue: a batch of one padded to
+    the longest of the other would cost the embedder for nothing."""
+    from pipeline.index.embedder import HashEmbedder
+    from pipeline.ingest import sync
+
+    class Recording(HashEmbedder):
+        def __init__(self):
+            super().__init__(256)
+            self.calls: list[list[str]] = []
+
+        def embed_passages(self, texts):
+            self.calls.append(list(texts))
+            return super().embed_passages(texts)
+
+    monkeypatch.setattr(sync, "EMBED_BATCH", 3)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    long_body = "富士山は静岡県と山梨県にまたがる活火山で、標高は3776メートル、日本で最も高い山である。" * 2
+    for i in range(6):
+        # n0a, n0b, n1a, …: the two kinds arrive interleaved
+        (notes / f"n{i}a.md").write_text(f"# 長{i}\n\n{long_body}\n", "utf-8")
+        (notes / f"n{i}b.md").write_text(f"# 短{i}\n\n短いメモ{i}。\n", "utf-8")
+    settings = hash_settings(tmp_path / "idx")  # chunk_tokens 120 characters: near-full from 96
+    embedder = Recording()
+    summary = Ingestor(settings, tmp_path / "idx", embedder=embedder).run([notes])
+    assert summary.embedded_chunks == 12 == sum(map(len, embedder.calls))
+    assert all(len(t) >= 96 for t in embedder.calls[0])
+    assert all(len(t) < 40 for t in embedder.calls[1])
+    for call in embedder.calls:
+        assert len({len(t) >= 96 for t in call}) == 1  # never mixed
+    assert chroma_count(settings) == 12
