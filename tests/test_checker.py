@@ -104,6 +104,12 @@ ROLE_LOOKALIKES = [
 ]
 
 
+def test_must_is_one_positive_predicate():
+    # なければならない: the なる is the tail of 期待する, not a negated predicate of its own
+    a = analyze("支援を期待しなければならなかった。", default_analyzer())
+    assert a.polarity == {"期待為る": {(False, False)}}
+
+
 def test_compound_particles_are_not_predicates():
     a = analyze("微生物は熱水噴出孔により活動していた。", default_analyzer())
     assert a.triples == {("微生物", "は", "活動為る")}  # not (熱水噴出孔, に, 因る)

@@ -84,7 +84,7 @@ OTHER_SOURCE_JUDGE_SHARE = 0.8
 # on 1.7 % / 2.4 %, but the model reads word order at chance (held-out role pairs AUROC
 # 0.51 without this rule, 1.00 with it), so it stays hard. Read more narrowly since (a noun +
 # する is its own predicate, bare する and compound particles are none, a topic beside が and a
-# passive's subject may be any role), the hard conflicts flag 12 of 1,670 correct held-out
+# passive's subject may be any role), the hard conflicts flag 11 of 1,670 correct held-out
 # claims (was 34 for roles alone) and still catch every swapped pair
 # (benchmarks/results/citations.md).
 HARD_CONFLICTS = ("number_contradiction", "negation_mismatch", "role_conflict")

@@ -116,7 +116,7 @@ def read_predicates(ms: Sequence["Morpheme"]) -> Predicates:
         if _adverbial(ms, i):
             is_pred = False  # 影響を強く受けた: the arguments are the verb's
         if m.pos1 == "動詞" and m.pos2 == "非自立可能" and not _after_te(ms, i):
-            is_pred = m.lemma not in ("為る",) or bool(pending)
+            is_pred = (m.lemma not in ("為る",) or bool(pending)) and not _modal_naru(ms, i)
         if is_pred:
             _close_predicate(ms, i, light_noun + m.lemma.lower(), pending, out)
             pending = []
@@ -159,6 +159,14 @@ def _next_is_copula(ms: Sequence["Morpheme"], i: int) -> bool:
         return False
     # 静かな部屋 (attributive な) is not a predicate
     return nxt.surface not in ("な", "の")
+
+
+def _modal_naru(ms: Sequence["Morpheme"], i: int) -> bool:
+    """なければならない / てはならない: the なる belongs to the predicate before (its tail)."""
+    if ms[i].lemma != "成る" or i == 0:
+        return False
+    before = ms[i - 1].surface
+    return before == "ば" or (before == "は" and i > 1 and ms[i - 2].surface in ("て", "で"))
 
 
 def _after_te(ms: Sequence["Morpheme"], i: int) -> bool:
