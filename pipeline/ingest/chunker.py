@@ -139,7 +139,8 @@ class JapaneseChunker(NodeParser):
         lo = 0
         while lo < n:
             first = bisect.bisect_right(cuts, lo)  # index of the first cut after lo
-            fits = lambda i: self._count(sentence[lo : cuts[i]]) <= budget
+            # Probes are not memoized: on a huge unpunctuated line they would be most of memory.
+            fits = lambda i: self.token_counter(sentence[lo : cuts[i]]) <= budget
             # Gallop: double the step until a cut no longer fits (or the end is reached).
             good, step = None, 1
             probe = first
