@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 from pipeline.check.analysis import Analysis, analyze, in_text
 from pipeline.check.evidence import evidence_spans
 from pipeline.check.numbers import extract_quantities, quantities_match, unmatched_quantities
-from pipeline.check.predicates import roles_agree, roles_conflict
+from pipeline.check.predicates import ANY_PREDICATE, roles_agree, roles_conflict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -101,12 +101,6 @@ class Premise:
         return Premise(spans, texts, sentences, whole)
 
 
-# A bare する (「Yとする」, 「しなかった」) stands for whatever predicate the context gives it:
-# its roles and its negation compared across texts say nothing (9 of 15 correct held-out claims
-# with a hard conflict were flagged through it). する after its noun is that noun's (保存為る).
-_ANY_PREDICATE = frozenset({"為る"})
-
-
 def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
     """The cheap signals for one (premise, claim) pair, as named floats."""
     tot = cov = 0.0
@@ -130,7 +124,7 @@ def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
         prem_by_key.setdefault((arg, pred), set()).add(case)
     for arg, case, pred in claim.triples:
         cases = prem_by_key.get((arg, pred))
-        if not cases or pred in _ANY_PREDICATE:
+        if not cases or pred in ANY_PREDICATE:
             continue
         if roles_agree(case, cases):
             match += 1
@@ -139,7 +133,7 @@ def cheap_features(premise: Analysis, claim: Analysis) -> dict[str, float]:
     neg = mod = 0
     for pred, pol in claim.polarity.items():
         prem = premise.polarity.get(pred)
-        if not prem or pred in _ANY_PREDICATE:
+        if not prem or pred in ANY_PREDICATE:
             continue
         for negated, hedged in pol:
             if not any(pn == negated for pn, _ in prem):
