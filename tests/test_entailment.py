@@ -137,6 +137,24 @@ def test_claims_label_only_the_right_answer_entailed(data):
     assert {(e.kind, e.label) for e in hop} >= {("right", 1), ("partial", 0)}
 
 
+def test_a_run_can_train_on_chosen_sources_and_see_nli_pairs_more_often(data):
+    import random
+    from collections import Counter
+
+    from pipeline.evaluation.train_checker import of_sources, parse, with_nli_repeated
+
+    train = build_splits(data).train
+    nli = of_sources(train, "jnli,jsick")
+    assert nli and {e.source for e in nli} == {"jnli", "jsick"}
+    assert of_sources(train, "") == train
+    o = parse(["--sources", "jnli,jsick", "--nli-repeat", "3"])
+    repeated = with_nli_repeated(train, o.nli_repeat, random.Random(13))
+    counts = Counter(repeated)
+    assert all(counts[e] == (3 if e.source in ("jnli", "jsick") else 1) for e in train)
+    assert len(repeated) == len(train) + 2 * len(nli)
+    assert with_nli_repeated(train, 1, random.Random(13)) == train  # the default run is unchanged
+
+
 def test_premises_are_capped(data):
     splits = build_splits(data)
     for e in splits.train + splits.val + splits.heldout:

@@ -65,6 +65,8 @@ class Options:
     max_hypothesis: int = 48
     premise_chars: int = 160
     max_train: int = 0  # 0 = all
+    sources: str = ""  # comma-separated sources to keep (e.g. "jnli,jsick"); empty = all
+    nli_repeat: int = 1  # each NLI training pair is seen this many times per epoch
     max_val: int = 4000
     flag_share: float = 0.08
     max_minutes: float = 58.0
@@ -86,6 +88,21 @@ def log(msg: str) -> None:
 
 def _sample(xs: list, n: int, rng: random.Random) -> list:
     return xs if not n or len(xs) <= n else rng.sample(xs, n)
+
+
+def of_sources(xs: list[Example], sources: str) -> list[Example]:
+    """The examples of the comma-separated `sources` (all when empty)."""
+    keep = set(filter(None, sources.split(",")))
+    return [e for e in xs if e.source in keep] if keep else xs
+
+
+def with_nli_repeated(xs: list[Example], times: int, rng: random.Random) -> list[Example]:
+    """Each NLI pair `times` times, shuffled: NLI is a small share of the data and JNLI underfits otherwise."""
+    if times <= 1:
+        return xs
+    out = xs + [e for e in xs if e.source in NLI_SOURCES] * (times - 1)
+    rng.shuffle(out)  # batches of one length take rows in list order: copies should rarely share one
+    return out
 
 
 @dataclass
@@ -259,7 +276,8 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     else:
         splits = build_splits(cfg)
         train_x, val_x, held_x, jnli_x = splits.train, splits.val, splits.heldout, jnli_valid(cfg)
-    train_x = _sample(train_x, o.max_train, rng)
+    train_x, val_x, held_x = (of_sources(xs, o.sources) for xs in (train_x, val_x, held_x))
+    train_x = with_nli_repeated(_sample(train_x, o.max_train, rng), o.nli_repeat, rng)
     val_x = _sample(val_x, o.max_val, rng)
     full = {name: encode(tokenizer, xs, o) for name, xs in
             (("train", train_x), ("val", val_x), ("heldout", held_x), ("jnli_valid", jnli_x))}
@@ -391,7 +409,8 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     reports: dict[str, EntailmentEval] = {}
     held, jv = sets["heldout"], sets["jnli_valid"]
     held_scores, held_cost = full_scores(model, held, o)
-    reports["heldout_claims"] = metrics(held.labels, held_scores, threshold, held_cost)
+    if held.ids:
+        reports["heldout_claims"] = metrics(held.labels, held_scores, threshold, held_cost)
     for src in sorted({e.source for e in held.examples}):
         sub = [(e.label, s) for e, s in zip(held.examples, held_scores) if e.source == src]
         reports[f"heldout_{src}"] = metrics([y for y, _ in sub], [s for _, s in sub], threshold)
@@ -419,7 +438,7 @@ def run(o: Options, argv: Sequence[str] = ()) -> dict:
     )
     command = "python -m pipeline.evaluation.train_checker" + ("" if not argv else " " + " ".join(argv))
     config = write_artifact(o.out, config, best["state"], "")
-    cost = measure_cost(settings, o.out, held.examples, o.task)
+    cost = measure_cost(settings, o.out, held.examples or jv.examples, o.task)
     config = write_artifact(o.out, config, best["state"], model_card(config, counts, command, o, minutes, cost))
     log(f"wrote {o.out} ({(Path(o.out) / config.weights).stat().st_size / 2**20:.1f} MiB); "
         f"runtime cost {cost:.4f} s/pair; total {minutes:.1f} min")
