@@ -155,6 +155,13 @@ def test_a_run_can_train_on_chosen_sources_and_see_nli_pairs_more_often(data):
     assert with_nli_repeated(train, 1, random.Random(13)) == train  # the default run is unchanged
 
 
+def test_a_partial_data_run_never_overwrites_the_shipped_model(capsys):
+    from pipeline.evaluation.train_checker import main
+
+    assert main(["--sources", "jnli,jsick"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
 def test_premises_are_capped(data):
     splits = build_splits(data)
     for e in splits.train + splits.val + splits.heldout:

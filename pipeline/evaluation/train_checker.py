@@ -630,6 +630,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     o = parse(argv)
     if o.smoke and Path(o.out).resolve() == ARTIFACT_DIR:
         o = replace(o, out=SMOKE_DIR)  # a smoke run never overwrites the shipped artifact
+    if o.sources and Path(o.out).resolve() == ARTIFACT_DIR:
+        print("--sources trains on part of the data (a diagnostic): give it its own --out", file=sys.stderr)
+        return 2
     if o.task != "entailment" and Path(o.out).resolve() == ARTIFACT_DIR:
         print("--task relevance needs its own --out (the shipped folder holds the entailment model)", file=sys.stderr)
         return 2
