@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.check.entailment import ARTIFACT_DIR, EntailmentModel
     from pipeline.evaluation.entailment_data import DataConfig, build_splits, jnli_valid
-    from pipeline.evaluation.entailment_eval import auroc
+    from pipeline.evaluation.entailment_eval import auroc, metrics
     from pipeline.settings import load_settings
 
     torch.set_num_threads(2)
@@ -55,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     for e, s in zip(held, p):
         if not e.label:
             wrong[e.kind].append(s)
+    by_kind = {kind: metrics([1] * len(correct) + [0] * len(neg), correct + neg, model.threshold)
+               for kind, neg in wrong.items()}
     print("\n| wrong claims (held out) | pairs | AUROC vs the correct claims | caught at the threshold |\n|---|---:|---:|---:|")
-    for kind, neg in sorted(wrong.items(), key=lambda kv: -auroc([1] * len(correct) + [0] * len(kv[1]), correct + kv[1])):
-        a = auroc([1] * len(correct) + [0] * len(neg), correct + neg)
-        print(f"| {kind} | {len(neg)} | {a:.4f} | {sum(s < model.threshold for s in neg) / len(neg):.1%} |")
+    for kind, r in sorted(by_kind.items(), key=lambda kv: -kv[1].auroc):
+        print(f"| {kind} | {r.pairs - r.entailed} | {r.auroc:.4f} | {r.wrong_caught:.1%} |")
     print(f"| all | {len(held)} | {auroc([e.label for e in held], p):.4f} | |")
-    hardest = min(wrong, key=lambda k: auroc([1] * len(correct) + [0] * len(wrong[k]), correct + wrong[k]))
+    hardest = min(by_kind, key=lambda k: by_kind[k].auroc)
     rest = [(e.label, s) for e, s in zip(held, p) if e.kind != hardest]
     print(f"\nwithout '{hardest}': AUROC {auroc([y for y, _ in rest], [s for _, s in rest]):.4f} ({len(rest)} pairs)")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
